@@ -1,0 +1,40 @@
+"""What every stage's ``main()`` shares: logging set-up and turning known errors into messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from imgpipe.params import ParamsError
+
+log = logging.getLogger("imgpipe")
+
+
+class StageError(RuntimeError):
+    """A problem with the user's data or settings; the message says what to do."""
+
+
+def worker_count(requested: int) -> int:
+    """0 means one worker per core this process may use."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_main(stage: str, body: Callable[[], object]) -> None:
+    """Run a stage body; expected failures print one clear message and exit with status 2."""
+    logging.basicConfig(
+        level=os.environ.get("IMGPIPE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {stage}: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        body()
+    except (ParamsError, StageError, FileNotFoundError) as err:
+        log.error("%s", err)
+        sys.exit(2)

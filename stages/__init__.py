@@ -1,0 +1,1 @@
+"""Pipeline stages, each run as ``python -m stages.<name>`` by ``dvc repro``."""
