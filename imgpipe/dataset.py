@@ -51,13 +51,16 @@ def encoded_images(
             (tf.strings.substr(content, offset, length), label)
         )
 
-    return shards.interleave(
+    images = shards.interleave(
         images_of,
         cycle_length=4,
         block_length=16,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    # A known length lets Keras show progress and size the first epoch without a warning.
+    total = sum(len(rows) for _, rows in sources)
+    return images.apply(tf.data.experimental.assert_cardinality(total))
 
 
 def image_batches(

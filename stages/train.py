@@ -96,6 +96,7 @@ def run(
         validation_data=val_data,
         epochs=params.epochs,
         verbose=2,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
         callbacks=[DVCLiveCallback(live=live)],
     )
     seconds = time.perf_counter() - started

@@ -1,0 +1,64 @@
+import pytest
+
+from imgpipe.params import ParamsError, load_params, parse_params
+
+
+def test_defaults_parse_and_committed_params_are_valid():
+    params = parse_params({})
+    assert params.train.lr == 0.001
+    committed = load_params("params.yaml")
+    assert committed.download.source == "digits"
+
+
+def test_numbers_written_as_strings_are_read_as_numbers():
+    # `dvc exp run -S train.lr=1e-4` stores a string that YAML 1.1 does not read as a float.
+    params = parse_params({"train": {"lr": "1e-4", "epochs": "3"}})
+    assert params.train.lr == pytest.approx(1e-4)
+    assert params.train.epochs == 3
+
+
+def test_unknown_key_is_named_with_the_allowed_keys():
+    with pytest.raises(ParamsError) as err:
+        parse_params({"train": {"lrate": 0.1}})
+    message = str(err.value)
+    assert "train.lrate: unknown key" in message
+    assert "allowed keys: model, lr, epochs" in message
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ParamsError, match=r"trian: unknown key; allowed keys: base, download"):
+        parse_params({"trian": {}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"train": {"epochs": "many"}}, "train.epochs"),
+        ({"prepare": {"color": "sepia"}}, "prepare.color"),
+        ({"prepare": {"size": [0, 32]}}, "prepare.size"),
+        ({"split": {"val": 0.6, "test": 0.5}}, "split.test"),
+        ({"augment": {"operations": [{"probability": 0.5}]}}, "augment.operations.0.name"),
+    ],
+)
+def test_bad_values_name_the_key(raw, key):
+    with pytest.raises(ParamsError, match=rf"{key}: "):
+        parse_params(raw)
+
+
+def test_bad_value_message_says_what_is_allowed():
+    with pytest.raises(ParamsError, match=r"'grayscale' or 'rgb'"):
+        parse_params({"prepare": {"color": "sepia"}})
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ParamsError, match="mapping of sections"):
+        load_params(listing)
