@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup repro test lint clean
+.PHONY: setup repro test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ repro: setup
 
 test: setup
 	pytest
+
+bench: setup
+	python -m benchmarks
 
 lint: setup
 	ruff check .

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -30,7 +37,14 @@ class BaseParams(Section):
 
 
 class DownloadParams(Section):
-    source: Literal["digits"] = "digits"
+    source: Literal["digits", "folder"] = "digits"
+    path: str | None = Field(None, description="folder source: a folder of class folders")
+
+    @model_validator(mode="after")
+    def _path_for_folder(self) -> DownloadParams:
+        if self.source == "folder" and not self.path:
+            raise ValueError("source 'folder' needs download.path: a folder of class folders")
+        return self
 
 
 class PrepareParams(Section):

@@ -60,8 +60,12 @@ def prepared_dir(raw_dir: Path, tmp_path: Path) -> Path:
     from stages import prepare
 
     out = tmp_path / "prepared"
-    prepare.run(PrepareParams(size=(16, 16), color="rgb", workers=1), raw_dir, out,
-                tmp_path / "reports" / "prepare.json")
+    prepare.run(
+        PrepareParams(size=(16, 16), color="rgb", workers=1),
+        raw_dir,
+        out,
+        tmp_path / "reports" / "prepare.json",
+    )
     return out
 
 

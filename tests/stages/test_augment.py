@@ -48,16 +48,17 @@ def test_same_bytes_on_every_run_and_for_any_worker_count(prepared_dir, split_di
 
 def test_unknown_operation_lists_the_valid_ones(prepared_dir, split_dir, tmp_path):
     with pytest.raises(AugmentConfigError, match=r"unknown operation 'spin'.*flip_left_right"):
-        _run(prepared_dir, split_dir, tmp_path / "aug",
-             operations=[AugmentOperation(name="spin")])
+        _run(prepared_dir, split_dir, tmp_path / "aug", operations=[AugmentOperation(name="spin")])
     assert not (tmp_path / "aug").exists()
 
 
 def test_wrong_argument_lists_what_the_operation_takes(prepared_dir, split_dir, tmp_path):
     bad = AugmentOperation(name="rotate", max_left_rotation=5, max_rigth_rotation=5)
-    with pytest.raises(AugmentConfigError,
-                       match=r"rotate does not take max_rigth_rotation; it takes probability, "
-                             r"max_left_rotation, max_right_rotation"):
+    with pytest.raises(
+        AugmentConfigError,
+        match=r"rotate does not take max_rigth_rotation; it takes probability, "
+        r"max_left_rotation, max_right_rotation",
+    ):
         _run(prepared_dir, split_dir, tmp_path / "aug", operations=[bad])
     with pytest.raises(AugmentConfigError, match=r"zoom needs min_factor, max_factor"):
         _run(prepared_dir, split_dir, tmp_path / "aug", operations=[AugmentOperation(name="zoom")])

@@ -1,10 +1,13 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from imgpipe.params import DownloadParams
+from imgpipe.cli import StageError
+from imgpipe.params import DownloadParams, ParamsError, parse_params
 from stages import download
+from tests.conftest import write_class_folders
 
 
 def test_digits_become_png_files_one_folder_per_class(tmp_path):
@@ -37,3 +40,24 @@ def test_rerun_replaces_output_and_leaves_no_scratch(tmp_path):
     download.run(DownloadParams(), raw)
     assert not (raw / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_folder_source_links_class_folders(tmp_path):
+    photos = write_class_folders(tmp_path / "photos", ["cat", "dog"], per_class=3) / "images"
+    raw = tmp_path / "raw"
+    source = download.run(DownloadParams(source="folder", path=str(photos)), raw)
+    assert source["class_names"] == ["cat", "dog"]
+    assert source["size"] == 6
+    copied = raw / "images" / "dog" / "img-002.png"
+    assert copied.read_bytes() == (photos / "dog" / "img-002.png").read_bytes()
+
+
+def test_folder_source_errors_say_what_to_do(tmp_path):
+    with pytest.raises(ParamsError, match=r"download: .*needs download.path"):
+        parse_params({"download": {"source": "folder"}})
+    with pytest.raises(StageError, match="is not a folder"):
+        download.run(DownloadParams(source="folder", path=str(tmp_path / "nope")), tmp_path / "r")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(StageError, match="no class sub-folders"):
+        download.run(DownloadParams(source="folder", path=str(tmp_path / "flat")), tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -21,8 +21,11 @@ def test_images_are_standardized_into_shards_with_a_manifest(raw_dir, tmp_path):
     summary, report = _run(raw_dir, tmp_path, color="rgb", shard_size=25)
     manifest = read_manifest(tmp_path / "prepared")
     assert len(manifest) == 60 == summary["images"]["kept"]
-    assert sorted(manifest["shard"].unique()) == ["shard-00000.tar", "shard-00001.tar",
-                                                   "shard-00002.tar"]
+    assert sorted(manifest["shard"].unique()) == [
+        "shard-00000.tar",
+        "shard-00001.tar",
+        "shard-00002.tar",
+    ]
     assert report["counts_after"] == {"circle": 20, "square": 20, "triangle": 20}
     for _, data in read_images(tmp_path / "prepared", manifest.head(5)):
         assert decode_png_array(data).shape == (16, 16, 3)
@@ -67,12 +70,13 @@ def test_exact_duplicates_share_a_group_and_conflicts_are_reported(raw_dir, tmp_
     (images / "square" / "stolen.png").write_bytes((images / "circle" / "img-002.png").read_bytes())
     _, report = _run(raw_dir, tmp_path)
     manifest = read_manifest(tmp_path / "prepared").set_index("origin")
-    assert manifest.loc["images/circle/copy.png", "group"] == manifest.loc[
-        "images/circle/img-001.png", "group"]
+    assert (
+        manifest.loc["images/circle/copy.png", "group"]
+        == manifest.loc["images/circle/img-001.png", "group"]
+    )
     assert report["duplicates"]["groups_with_copies"] == 2
     assert report["label_conflicts"] == [
-        {"group": manifest.loc["images/square/stolen.png", "group"],
-         "labels": ["circle", "square"]}
+        {"group": manifest.loc["images/square/stolen.png", "group"], "labels": ["circle", "square"]}
     ]
 
 

@@ -32,21 +32,25 @@ def test_same_seed_same_split_other_seed_other_split(prepared_dir, tmp_path, spl
 
 
 def test_duplicates_never_straddle_two_splits():
-    manifest = pd.DataFrame({
-        "id": [f"s{i:02d}" for i in range(40)],
-        "label": ["a"] * 20 + ["b"] * 20,
-        # every image has a twin: 20 groups of two
-        "group": [f"g{i // 2:02d}" for i in range(40)],
-    })
+    manifest = pd.DataFrame(
+        {
+            "id": [f"s{i:02d}" for i in range(40)],
+            "label": ["a"] * 20 + ["b"] * 20,
+            # every image has a twin: 20 groups of two
+            "group": [f"g{i // 2:02d}" for i in range(40)],
+        }
+    )
     names = split.assign_splits(manifest, SplitParams(val=0.2, test=0.2), seed=3)
     assert manifest.assign(split=names).groupby("group")["split"].nunique().max() == 1
 
 
 def test_class_too_small_to_split_is_named():
-    manifest = pd.DataFrame({
-        "id": [f"s{i}" for i in range(23)],
-        "label": ["big"] * 20 + ["tiny"] * 3,
-        "group": [f"g{i}" for i in range(23)],
-    })
+    manifest = pd.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(23)],
+            "label": ["big"] * 20 + ["tiny"] * 3,
+            "group": [f"g{i}" for i in range(23)],
+        }
+    )
     with pytest.raises(StageError, match=r"'tiny' has 3"):
         split.assign_splits(manifest, SplitParams(val=0.2, test=0.2), seed=0)

@@ -1,0 +1,53 @@
+"""Run every benchmark (or those named) and print one table; also write reports/benchmarks.json.
+
+python -m benchmarks                 # all, full size
+python -m benchmarks prepare augment # some
+python -m benchmarks --scale 0.1     # smaller corpora, for a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+from pathlib import Path
+
+from benchmarks.harness import format_table, write_report
+
+REPORT = Path("reports/benchmarks.json")
+
+
+def available() -> list[str]:
+    package = Path(__file__).parent
+    return sorted(
+        m.name[len("bench_") :]
+        for m in pkgutil.iter_modules([str(package)])
+        if m.name.startswith("bench_")
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all: {available()})")
+    parser.add_argument("--scale", type=float, default=1.0, help="corpus size factor")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per measurement")
+    parser.add_argument("--report", type=Path, default=REPORT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    names = args.names or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; available: {available()}")
+    rows = []
+    for name in names:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        rows.extend(module.run(scale=args.scale, repeats=args.repeats))
+    print(format_table(rows))
+    write_report(rows, args.report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The table every benchmark reports into: ours against the plain approach, as ratios.
+
+A benchmark module ``benchmarks/bench_<name>.py`` exposes ``run(scale: float, repeats: int)``
+returning a list of ``Comparison``. Both sides of a comparison are measured in the same run,
+interleaved, ``repeats`` times; the table shows medians.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Comparison:
+    """One row: a throughput (higher is better) or a cost (lower is better) of two approaches."""
+
+    stage: str
+    what: str
+    unit: str
+    ours: float
+    plain: float
+    plain_name: str
+    higher_is_better: bool = True
+    goal: float | None = None  # the ratio the issue asks for, if any
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.ours / self.plain if self.plain else float("inf")
+        return self.plain / self.ours if self.ours else float("inf")
+
+    @property
+    def meets_goal(self) -> bool | None:
+        return None if self.goal is None else self.ratio >= self.goal
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 3), "meets_goal": self.meets_goal}
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median_rates(
+    contenders: dict[str, Callable[[], object]], work: float, repeats: int
+) -> dict[str, list[float]]:
+    """``work / seconds`` of each contender, alternating them so drift hits all alike."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            rates[name].append(work / time_call(fn))
+    return rates
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> dict[str, object]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+    }
+
+
+def format_table(rows: list[Comparison]) -> str:
+    header = f"{'stage':<10} {'what':<38} {'ours':>10} {'plain':>10} {'unit':<10} {'ratio':>7} goal"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        goal = "" if row.goal is None else f">={row.goal:g} {'ok' if row.meets_goal else 'MISSED'}"
+        lines.append(
+            f"{row.stage:<10} {row.what[:38]:<38} {row.ours:>10.4g} {row.plain:>10.4g} "
+            f"{row.unit:<10} {row.ratio:>6.2f}x {goal}"
+        )
+        lines.append(f"{'':<10}   vs {row.plain_name}")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[Comparison], path: Path) -> None:
+    payload = {"machine": machine(), "rows": [row.to_dict() for row in rows]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
