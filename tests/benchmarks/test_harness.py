@@ -1,0 +1,49 @@
+from PIL import Image
+
+from benchmarks.__main__ import available
+from benchmarks.corpus import make_corpus
+from benchmarks.harness import Comparison, format_table, median_rates
+
+
+def test_corpus_is_seeded_jpegs_of_photo_sizes(tmp_path):
+    make_corpus(tmp_path / "one", 6, seed=3)
+    make_corpus(tmp_path / "two", 6, seed=3)
+    files = sorted((tmp_path / "one").rglob("*.jpg"))
+    assert [p.parent.name for p in files] == ["a", "a", "a", "b", "b", "b"]
+    for path in files:
+        with Image.open(path) as image:
+            assert image.format == "JPEG"
+            assert 240 <= min(image.size) and max(image.size) <= 500
+        assert (
+            path.read_bytes()
+            == (tmp_path / "two" / path.relative_to(tmp_path / "one")).read_bytes()
+        )
+
+
+def test_ratio_and_goal_follow_the_direction_of_better():
+    faster = Comparison("s", "throughput", "img/s", ours=300, plain=100, plain_name="loop", goal=2)
+    assert faster.ratio == 3 and faster.meets_goal
+    memory = Comparison(
+        "s",
+        "peak memory",
+        "MiB",
+        ours=200,
+        plain=100,
+        plain_name="small",
+        higher_is_better=False,
+        goal=0.9,
+    )
+    assert memory.ratio == 0.5 and memory.meets_goal is False
+    table = format_table([faster, memory])
+    assert "3.00x" in table and "MISSED" in table
+
+
+def test_median_rates_alternates_contenders():
+    calls = []
+    rates = median_rates({"x": lambda: calls.append("x"), "y": lambda: calls.append("y")}, 1, 2)
+    assert calls == ["x", "y", "x", "y"]
+    assert len(rates["x"]) == 2
+
+
+def test_benchmark_modules_are_discovered():
+    assert all(name.isidentifier() for name in available())
