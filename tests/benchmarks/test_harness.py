@@ -13,7 +13,7 @@ def test_corpus_is_seeded_jpegs_of_photo_sizes(tmp_path):
     for path in files:
         with Image.open(path) as image:
             assert image.format == "JPEG"
-            assert 240 <= min(image.size) and max(image.size) <= 500
+            assert min(image.size) >= 240 and max(image.size) <= 500
         assert (
             path.read_bytes()
             == (tmp_path / "two" / path.relative_to(tmp_path / "one")).read_bytes()
