@@ -107,6 +107,16 @@ class EvaluateParams(Section):
     batch_size: int = Field(256, ge=1)
 
 
+class CheckParams(Section):
+    """What ``repro-check`` demands of a rerun of the pipeline."""
+
+    exact_stages: list[str] = Field(
+        default_factory=lambda: ["download", "prepare", "split", "augment"],
+        description="stages whose outputs must hash exactly as dvc.lock records",
+    )
+    metric_tolerance: float = Field(0.02, ge=0, description="largest absolute metric change")
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     download: DownloadParams = DownloadParams()
@@ -115,6 +125,7 @@ class Params(Section):
     augment: AugmentParams = AugmentParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    check: CheckParams = CheckParams()
 
 
 def _describe_allowed(error: dict[str, Any]) -> str:
