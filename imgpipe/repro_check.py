@@ -118,11 +118,14 @@ def format_findings(findings: list[Finding], only_differences: bool) -> str:
     if not shown:
         return ""
     width = max(len(f.item) for f in shown)
-    lines = [f"{'stage':<10} {'item':<{width}}  {'recorded':<34} {'reproduced':<34} result"]
+    value = max(len(text) for f in shown for text in (f.expected, f.got))
+    lines = [
+        f"{'stage':<10} {'item':<{width}}  {'recorded':<{value}}  {'reproduced':<{value}}  result"
+    ]
     for f in shown:
         lines.append(
-            f"{f.stage:<10} {f.item:<{width}}  {f.expected[:34]:<34} "
-            f"{f.got[:34]:<34} {'same' if f.ok else 'DIFFERS'}"
+            f"{f.stage:<10} {f.item:<{width}}  {f.expected:<{value}}  {f.got:<{value}}  "
+            f"{'same' if f.ok else 'DIFFERS'}"
         )
     return "\n".join(lines)
 

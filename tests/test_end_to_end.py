@@ -10,8 +10,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,11 +55,38 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path) -> str:
+def _run(args: list[str], cwd: Path, expect: int = 0) -> str:
     result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
+    assert result.returncode == expect, (
+        f"{' '.join(args)} gave {result.returncode}:\n{output[-4000:]}"
+    )
     return output
+
+
+def _lock_hash(project: Path, stage: str) -> str:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return lock["stages"][stage]["outs"][0]["md5"]
+
+
+def _kill_when_scratch_appears(project: Path, scratch: str) -> str:
+    """Start `dvc repro`, SIGKILL its whole process group once ``scratch`` exists."""
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (project / scratch).exists():
+        assert process.poll() is None, "the stage finished before it could be interrupted"
+        assert time.monotonic() < deadline, "the stage never started writing"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return process.stdout.read().decode(errors="replace")
 
 
 def _stages_run(output: str) -> set[str]:
@@ -108,9 +137,44 @@ def test_second_repro_runs_nothing(project):
     assert "Data and pipelines are up to date" in output
 
 
+def test_repro_check_passes_in_a_clean_rerun_with_one_worker(project):
+    # A forced rerun with one worker process must hash exactly as the two-worker run did.
+    _set_params(project, {"prepare": {"workers": 1}, "augment": {"workers": 1}})
+    output = _run(["python", "-m", "imgpipe.repro_check"], project)
+    assert re.search(r"(\d+) of \1 outputs and metrics reproduced", output), output[-2000:]
+    _run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project)
+
+
+def test_repro_check_fails_and_names_a_changed_output(project):
+    lock = project / "dvc.lock"
+    original = lock.read_text()
+    recorded = _lock_hash(project, "split")
+    lock.write_text(original.replace(recorded, "0" * 32 + ".dir"))
+    output = _run(["python", "-m", "imgpipe.repro_check"], project, expect=1)
+    assert re.search(
+        r"split\s+data/split\s+0{32}\.dir\s+" + re.escape(recorded) + r"\s+DIFFERS", output
+    ), output[-2000:]
+    lock.write_text(original)
+
+
+def test_push_then_pull_in_another_clone_restores_everything(project, tmp_path):
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "add", "--local", "-d", "shared", str(remote)], project)
+    _run(["dvc", "push"], project)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    _run(["dvc", "remote", "add", "--local", "-d", "shared", str(remote)], clone)
+    _run(["dvc", "pull"], clone)
+    assert (clone / "data" / "model" / "model.keras").exists()
+    output = _run(["dvc", "repro"], clone)
+    assert _stages_run(output) == set()
+
+
 def test_experiment_with_new_lr_reruns_only_train_and_evaluate(project):
     output = _run(["dvc", "exp", "run", "-S", "train.lr=0.0001"], project)
     assert _stages_run(output) == {"train", "evaluate"}
+    # The same value in the form YAML reads as a string must work too.
+    _run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], project)
     listing = _run(["dvc", "exp", "show", "--json"], project)
     shown = json.loads(listing[listing.index("[") :])  # skip any warning printed before it
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
@@ -118,6 +182,49 @@ def test_experiment_with_new_lr_reruns_only_train_and_evaluate(project):
     data = experiments[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] in (0.0001, "0.0001")
     assert "accuracy" in data["metrics"]["reports/metrics.json"]["data"]
+
+
+def test_queued_sweep_runs_with_two_workers_and_lists_every_run(project):
+    _run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.003,0.0003"], project)
+    _run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 600
+    while True:
+        status = _run(["dvc", "queue", "status"], project)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    listing = _run(["dvc", "exp", "show", "--json"], project)
+    shown = json.loads(listing[listing.index("[") :])
+    lrs = {
+        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"]
+        for rev in shown
+        for exp in (rev.get("experiments") or [])
+    }
+    assert {0.003, 0.0003} <= {float(lr) for lr in lrs}
+
+
+def test_killed_prepare_or_augment_completes_on_the_next_repro(project):
+    _run(["git", "checkout", "--", "params.yaml"], project)
+    # Larger outputs, so each stage runs long enough to be killed half-way.
+    _set_params(
+        project, {"prepare": {"size": [96, 96], "color": "rgb"}, "augment": {"per_class": 300}}
+    )
+    _kill_when_scratch_appears(project, "data/.prepared.partial")
+    _run(["dvc", "repro"], project)
+    interrupted_prepare = _lock_hash(project, "prepare")
+    _set_params(project, {"augment": {"per_class": 310}})
+    _kill_when_scratch_appears(project, "data/.augmented.partial")
+    output = _run(["dvc", "repro"], project)
+    assert "augment" in _stages_run(output)
+    interrupted_augment = _lock_hash(project, "augment")
+    assert not list((project / "data").glob(".*.partial"))
+    # An uninterrupted forced run gives exactly the same outputs.
+    _run(["dvc", "repro", "--force", "augment"], project)
+    assert _lock_hash(project, "prepare") == interrupted_prepare
+    assert _lock_hash(project, "augment") == interrupted_augment
+    assert _run(["dvc", "status"], project).strip().endswith("up to date.")
 
 
 def test_changing_an_augment_param_reruns_augment_and_downstream_only(project):
