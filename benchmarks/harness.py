@@ -7,6 +7,7 @@ interleaved, ``repeats`` times; the table shows medians.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import statistics
@@ -95,3 +96,45 @@ def write_report(rows: list[Comparison], path: Path) -> None:
     payload = {"machine": machine(), "rows": [row.to_dict() for row in rows]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class RunCost:
+    seconds: float
+    peak_rss_mib: float  # of the whole process tree (worker processes included), sampled
+
+
+def measure_command(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, interval: float = 0.02
+) -> RunCost:
+    """Wall time and peak resident memory of a command and all its descendants.
+
+    ``ru_maxrss`` would report only the largest single process; a stage with a pool of
+    workers uses their sum, so the tree is sampled instead.
+    """
+    import subprocess
+
+    import psutil
+
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            total = 0
+            for member in tree:
+                with contextlib.suppress(psutil.Error):
+                    total += member.memory_info().rss
+            peak = max(peak, total)
+        except psutil.Error:
+            pass
+        time.sleep(interval)
+    seconds = time.perf_counter() - started
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed with {process.returncode}:\n{stderr[-3000:]}")
+    return RunCost(seconds, peak / 2**20)

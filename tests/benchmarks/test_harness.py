@@ -47,3 +47,16 @@ def test_median_rates_alternates_contenders():
 
 def test_benchmark_modules_are_discovered():
     assert all(name.isidentifier() for name in available())
+
+
+def test_measure_command_sees_memory_of_child_processes(tmp_path):
+    import sys
+
+    from benchmarks.harness import measure_command
+
+    # The parent stays small; a child it starts holds about 200 MiB.
+    child = "import numpy as np, time; a = np.ones(25_000_000); time.sleep(0.5)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    cost = measure_command([sys.executable, "-c", parent], tmp_path)
+    assert cost.peak_rss_mib > 180
+    assert cost.seconds >= 0.5
