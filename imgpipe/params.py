@@ -104,7 +104,17 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=65536, description="test images per model call")
+    top_k: int = Field(
+        3, ge=1, le=100, description="k of top-k accuracy and of the labels kept per prediction"
+    )
+    gallery_per_class: int = Field(
+        4, ge=0, le=20, description="most confident mistakes shown for each true class"
+    )
+    positive_class: str | None = Field(
+        None,
+        description="two-class problems: the class ROC and PR curves score; default the second",
+    )
 
 
 class CheckParams(Section):

@@ -1,0 +1,109 @@
+"""Pictures that DVC's vega templates cannot draw: an annotated confusion matrix and a gallery.
+
+Figures are drawn on matplotlib's ``Figure`` directly (no pyplot), so nothing depends on a
+display or on global backend state, and saved as PNG without a timestamp or version text, so
+the same numbers give the same bytes and git sees no change when nothing changed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+# Above this many classes the cell text becomes unreadable; colours alone still tell the story.
+MAX_ANNOTATED_CLASSES = 30
+
+
+def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def confusion_image(counts: np.ndarray, classes: Sequence[str], title: str) -> bytes:
+    """Rows are true classes normalized to 1 (so each diagonal cell is that class's recall);
+    every cell also shows its image count, so a small class's errors are not hidden."""
+    counts = np.asarray(counts, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    n = len(classes)
+    side = min(24.0, max(4.5, 0.55 * n + 2.5))
+    figure = Figure(figsize=(side + 1.2, side))
+    axes = figure.add_subplot()
+    shown = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
+    axes.set_xticks(range(n), labels=list(classes), rotation=45 if n > 6 else 0, ha="right")
+    axes.set_yticks(range(n), labels=list(classes))
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    if n <= MAX_ANNOTATED_CLASSES:
+        for row in range(n):
+            for col in range(n):
+                if counts[row, col] == 0 and row != col:
+                    continue  # empty off-diagonal cells stay blank so the errors stand out
+                dark = fractions[row, col] > 0.55
+                axes.text(
+                    col,
+                    row,
+                    f"{counts[row, col]}\n{fractions[row, col]:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=8 if n > 12 else 9,
+                    color="white" if dark else "black",
+                )
+    figure.tight_layout()
+    return png_bytes(figure)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One misclassified image and what the model said about it."""
+
+    pixels: np.ndarray  # HxWxC uint8, as stored in the shards
+    true: str
+    predicted: str
+    probability: float
+    sample_id: str
+
+
+def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_note: str) -> bytes:
+    """A grid: one row per true class, its most confident mistakes from left to right."""
+    rows = [(name, tiles) for name, tiles in rows if tiles]
+    if not rows:
+        figure = Figure(figsize=(6, 1.6))
+        figure.text(0.5, 0.62, title, ha="center", va="center", fontsize=12)
+        figure.text(0.5, 0.3, empty_note, ha="center", va="center", fontsize=10)
+        return png_bytes(figure)
+    columns = max(len(tiles) for _, tiles in rows)
+    figure = Figure(figsize=(1.2 + 1.9 * columns, 0.5 + 2.1 * len(rows)))
+    grid = figure.subplots(len(rows), columns + 1, squeeze=False)
+    for r, (name, tiles) in enumerate(rows):
+        label_axes = grid[r][0]
+        label_axes.axis("off")
+        label_axes.text(
+            1.0, 0.5, f"true\n{name}", ha="right", va="center", fontsize=11, weight="bold"
+        )
+        for c in range(columns):
+            axes = grid[r][c + 1]
+            axes.axis("off")
+            if c >= len(tiles):
+                continue
+            tile = tiles[c]
+            pixels = tile.pixels
+            if pixels.shape[-1] == 1:
+                axes.imshow(pixels[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                axes.imshow(pixels, interpolation="nearest")
+            axes.set_title(
+                f"true {tile.true}\npred {tile.predicted} ({tile.probability:.2f})",
+                fontsize=8,
+                color="firebrick",
+            )
+    figure.suptitle(title, fontsize=12)
+    figure.tight_layout()
+    return png_bytes(figure)

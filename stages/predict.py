@@ -1,0 +1,256 @@
+"""predict: top-k labels with probabilities for image files, folders or glob patterns.
+
+    predict photo.jpg holiday/ 'scans/**/*.png' --top-k 3
+    predict holiday/ --format json --output predictions.json
+    python -m stages.predict ...     # the same, without the console script
+
+Every file goes through ``imgpipe.images.decode`` and ``standardize`` with the image standard
+saved beside the model (``preprocessing.json``): the very functions ``prepare`` used, so the
+model gets exactly the pixels it would have been trained on. Files are read and decoded in
+worker processes, in order, and fed to the model in batches, so a folder of thousands of
+images takes seconds. A file that cannot be read is reported with its reason and the others
+are still predicted; the exit status is then 1 (2 for a missing model or no input at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from imgpipe.cli import StageError, run_main, worker_count
+from imgpipe.images import ImageRejected, Standard, decode, standardize
+from imgpipe.parallel import ordered_map
+from imgpipe.raw import IGNORED_NAMES
+from imgpipe.trained import Trained, load_trained, read_standard, top_k
+
+log = logging.getLogger("imgpipe.predict")
+
+MODEL_DIR = Path("data/model")
+# Inside folders only files with these endings are taken; a file named explicitly is always tried.
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+}
+EXIT_SOME_UNREADABLE = 1
+
+
+@dataclass
+class Report:
+    model_dir: str
+    classes: list[str]
+    top_k: int
+    predictions: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "model_dir": self.model_dir,
+            "classes": self.classes,
+            "top_k": self.top_k,
+            "count": {"predicted": len(self.predictions), "unreadable": len(self.errors)},
+            "predictions": self.predictions,
+            "errors": self.errors,
+        }
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not path.name.startswith(".")
+        and path.name not in IGNORED_NAMES
+    )
+
+
+def expand_inputs(specs: Sequence[str]) -> tuple[list[Path], list[dict]]:
+    """Files to predict, in the order given (each once), and the specs that named nothing."""
+    files: dict[Path, None] = {}
+    problems = []
+    for spec in specs:
+        path = Path(spec)
+        # A real file or folder wins over a glob reading: names may contain `[` or `*`.
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = _folder_images(path)
+            if not found:
+                problems.append({"path": spec, "reason": "folder holds no image files"})
+        elif glob.has_magic(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+            found = [m for m in matches if m.is_file()]
+            found += [f for m in matches if m.is_dir() for f in _folder_images(m)]
+            if not found:
+                problems.append({"path": spec, "reason": "pattern matches no files"})
+        else:
+            found = []
+            problems.append({"path": spec, "reason": "no such file or folder"})
+        files.update(dict.fromkeys(found))
+    return list(files), problems
+
+
+def input_tensor(data: bytes, standard: Standard) -> np.ndarray:
+    """HxWxC uint8 pixels of one encoded image, exactly as ``prepare`` would store them."""
+    pixels = np.asarray(standardize(decode(data), standard))
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def load_file(args: tuple[str, Standard]) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, None), or (None, reason) for a file that cannot be used."""
+    path, standard = args
+    try:
+        return input_tensor(Path(path).read_bytes(), standard), None
+    except ImageRejected as err:
+        return None, str(err)
+    except OSError as err:
+        return None, f"cannot read file: {err.strerror or err}"
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    items = iter(items)
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def _ranked(trained: Trained, pixels: np.ndarray, k: int) -> list[list[dict]]:
+    indices, probabilities = top_k(trained.probabilities(pixels), k)
+    return [
+        [
+            {"label": trained.classes[i], "probability": round(float(p), 6)}
+            for i, p in zip(row_indices, row_probabilities, strict=True)
+        ]
+        for row_indices, row_probabilities in zip(indices, probabilities, strict=True)
+    ]
+
+
+def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers: int) -> Report:
+    if k < 1 or batch_size < 1:
+        raise StageError("--top-k and --batch-size must be at least 1")
+    files, problems = expand_inputs(inputs)
+    if not files:
+        listing = "; ".join(f"{p['path']}: {p['reason']}" for p in problems)
+        raise StageError(f"nothing to predict ({listing}); give image files, folders or globs")
+    standard = read_standard(model_dir)
+    if workers == 0:  # automatic: a process pool pays off only from a few dozen files
+        workers = min(worker_count(0), max(1, len(files) // 32))
+    loaded = ordered_map(load_file, ((str(path), standard) for path in files), workers)
+    # Take the first result before TensorFlow loads: the worker processes are forked then,
+    # while the parent has no TensorFlow threads whose locks a fork could copy mid-use.
+    loaded = chain([next(loaded)], loaded)
+    trained = load_trained(model_dir)
+    k = min(k, len(trained.classes))
+    report = Report(str(model_dir), trained.classes, k, errors=list(problems))
+    progress = tqdm(
+        _batches(zip(files, loaded, strict=True), batch_size),
+        total=-(-len(files) // batch_size),
+        desc="predict",
+        unit="batch",
+        mininterval=1.0,
+        disable=None,  # silent when stderr is not a terminal
+    )
+    for batch in progress:
+        good = [(path, pixels) for path, (pixels, _) in batch if pixels is not None]
+        report.errors.extend(
+            {"path": str(path), "reason": reason}
+            for path, (pixels, reason) in batch
+            if pixels is None
+        )
+        if good:
+            ranked = _ranked(trained, np.stack([pixels for _, pixels in good]), k)
+            report.predictions.extend(
+                {"path": str(path), "top_k": top}
+                for (path, _), top in zip(good, ranked, strict=True)
+            )
+    for problem in report.errors:
+        log.warning("skipped %s: %s", problem["path"], problem["reason"])
+    log.info("predicted %d image(s), %d skipped", len(report.predictions), len(report.errors))
+    return report
+
+
+def format_table(report: Report) -> str:
+    """One line per image: its path, then each of the k labels with its probability."""
+    width = max([len("path")] + [len(p["path"]) for p in report.predictions])
+    cells = [
+        [f"{c['label']} {c['probability']:.3f}" for c in p["top_k"]] for p in report.predictions
+    ]
+    cell_width = max([len("top1")] + [len(c) for row in cells for c in row])
+    header = [f"{'path':<{width}}"] + [
+        f"{f'top{r + 1}':<{cell_width}}" for r in range(report.top_k)
+    ]
+    lines = ["  ".join(header).rstrip()]
+    for prediction, row in zip(report.predictions, cells, strict=True):
+        lines.append(
+            "  ".join(
+                [f"{prediction['path']:<{width}}"] + [f"{c:<{cell_width}}" for c in row]
+            ).rstrip()
+        )
+    for problem in report.errors:
+        lines.append(f"{problem['path']:<{width}}  UNREADABLE: {problem['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="predict",
+        description="Top-k labels with probabilities for images, with the model train wrote.",
+        epilog="Exit status: 0 all predicted, 1 some files unreadable (the rest predicted), "
+        "2 nothing to predict or no model.",
+    )
+    parser.add_argument(
+        "inputs", nargs="+", help="image files, folders (searched recursively) or globs"
+    )
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="default: %(default)s")
+    parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--output", type=Path, help="write here instead of standard output")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="decoding processes; 0: one per core"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    outcome: list[Report] = []
+
+    def body() -> None:
+        report = run(args.inputs, args.model_dir, args.top_k, args.batch_size, args.workers)
+        if args.format == "json":
+            text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        else:
+            text = format_table(report)
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        outcome.append(report)
+
+    run_main("predict", body)
+    if outcome and outcome[0].errors:
+        sys.exit(EXIT_SOME_UNREADABLE)
+
+
+if __name__ == "__main__":
+    main()
