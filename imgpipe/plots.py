@@ -31,7 +31,7 @@ def confusion_image(counts: np.ndarray, classes: Sequence[str], title: str) -> b
     totals = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     n = len(classes)
-    side = min(24.0, max(4.5, 0.55 * n + 2.5))
+    side = min(20.0, max(4.5, 0.45 * n + 1.8))
     figure = Figure(figsize=(side + 1.2, side))
     axes = figure.add_subplot()
     shown = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -80,8 +80,11 @@ def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_
         figure.text(0.5, 0.3, empty_note, ha="center", va="center", fontsize=10)
         return png_bytes(figure)
     columns = max(len(tiles) for _, tiles in rows)
-    figure = Figure(figsize=(1.2 + 1.9 * columns, 0.5 + 2.1 * len(rows)))
-    grid = figure.subplots(len(rows), columns + 1, squeeze=False)
+    # At least wide enough for the title, however few mistakes there are.
+    figure = Figure(figsize=(max(5.0, 1.2 + 1.8 * columns), 0.7 + 2.2 * len(rows)))
+    grid = figure.subplots(
+        len(rows), columns + 1, squeeze=False, width_ratios=[0.6] + [1.0] * columns
+    )
     for r, (name, tiles) in enumerate(rows):
         label_axes = grid[r][0]
         label_axes.axis("off")

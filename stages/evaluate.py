@@ -319,7 +319,7 @@ def run(
             scratch / GALLERY_IMAGE,
             gallery_image(
                 gallery_tiles(prepared_dir, rows, chosen, true, probabilities, classes),
-                f"Most confident mistakes per true class (up to {params.gallery_per_class})",
+                f"Most confident mistakes\n(up to {params.gallery_per_class} per true class)",
                 f"no mistakes among {len(rows)} test images"
                 if params.gallery_per_class
                 else "gallery turned off (evaluate.gallery_per_class: 0)",
