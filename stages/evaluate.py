@@ -332,7 +332,7 @@ def run(
         metrics["accuracy"],
         metrics["balanced_accuracy"],
         metrics["macro_f1"],
-        k,
+        min(k, len(classes)),
         metrics["top_k_accuracy"],
         metrics["log_loss"],
     )
