@@ -8,6 +8,7 @@ instead of silently falling back to a default. Numbers that arrive as strings (D
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,14 +37,141 @@ class BaseParams(Section):
     seed: int = Field(42, ge=0, description="seed shared by split, augment and train")
 
 
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+
+# The keys each source reads (beyond `source` and the download limits); any other key set for
+# a source is a mistake worth stopping on, since it would be silently ignored.
+DOWNLOAD_KEYS = {
+    "digits": set(),
+    "folder": {"path", "label_pattern"},
+    "archive": {"url", "path", "sha256", "label_pattern"},
+    "cifar10": {"url", "sha256"},
+    "kaggle": {"competition", "dataset", "file", "sha256", "label_pattern"},
+    "crawl": {"classes", "engine", "max_per_class", "min_size"},
+}
+DOWNLOAD_NEEDS = {
+    "folder": ("path",),  # a folder of class folders, or of files named by class
+    "crawl": ("classes",),
+}
+DOWNLOAD_SOURCE_DEFAULTS = {"cifar10": {"url": CIFAR10_URL, "sha256": CIFAR10_SHA256}}
+# Kaggle with neither a competition nor a dataset named: the dogs-vs-cats example.
+KAGGLE_EXAMPLE = {
+    "competition": "dogs-vs-cats",
+    "file": "train.zip",
+    "label_pattern": r"^(cat|dog)\.",
+}
+
+
 class DownloadParams(Section):
-    source: Literal["digits", "folder"] = "digits"
-    path: str | None = Field(None, description="folder source: a folder of class folders")
+    source: Literal["digits", "folder", "archive", "cifar10", "kaggle", "crawl"] = "digits"
+    path: str | None = Field(
+        None, description="folder: a folder of images; archive: a local .zip/.tar/.tar.gz"
+    )
+    url: str | None = Field(None, description="archive, cifar10: where to download from")
+    sha256: str | None = Field(None, description="expected sha256 of the downloaded file")
+    label_pattern: str | None = Field(
+        None, description="regular expression on file names; group 1 is the class"
+    )
+    competition: str | None = Field(None, description="kaggle: competition name")
+    dataset: str | None = Field(None, description="kaggle: dataset as owner/name")
+    file: str | None = Field(None, description="kaggle: one file of the competition or dataset")
+    classes: dict[str, list[str]] | None = Field(
+        None, description="crawl: class name -> search keywords"
+    )
+    engine: Literal["bing", "google"] = "bing"
+    max_per_class: int = Field(100, ge=1, le=10_000)
+    min_size: tuple[int, int] = Field((64, 64), description="crawl: smallest width, height kept")
+    timeout: float = Field(60, gt=0, le=3600, description="seconds without data before a retry")
+    retries: int = Field(5, ge=0, le=100)
+    max_members: int = Field(1_000_000, ge=1, description="archives: most members accepted")
+    max_total_gb: float = Field(64, gt=0, description="archives: most uncompressed bytes, in GB")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be 64 hexadecimal digits, as printed by `sha256sum FILE`")
+        return value.lower() if value else value
+
+    @field_validator("label_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compiled = re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a valid regular expression: {err}") from None
+            if compiled.groups > 1:
+                raise ValueError("use at most one group (the class); make others (?:...)")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _keywords(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("name at least two classes, each with its search keywords")
+            for name, keywords in value.items():
+                if not re.fullmatch(r"[\w][\w .-]*", name):
+                    raise ValueError(f"class name {name!r} must be letters, digits, _ - . or space")
+                if not keywords or not all(k.strip() for k in keywords):
+                    raise ValueError(f"class {name!r} needs at least one non-empty keyword")
+        return value
+
+    @field_validator("min_size")
+    @classmethod
+    def _sane_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 1 or max(size) > 10_000:
+            raise ValueError("width and height must be between 1 and 10000")
+        return size
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in DOWNLOAD_SOURCE_DEFAULTS.get(data.get("source"), {}).items():
+                data = {**data, key: data.get(key) or value}
+            if data.get("source") == "kaggle" and not (
+                data.get("competition") or data.get("dataset")
+            ):
+                data = {**KAGGLE_EXAMPLE, **data}
+        return data
 
     @model_validator(mode="after")
-    def _path_for_folder(self) -> DownloadParams:
-        if self.source == "folder" and not self.path:
-            raise ValueError("source 'folder' needs download.path: a folder of class folders")
+    def _keys_fit_the_source(self) -> DownloadParams:
+        source = self.source
+        allowed = DOWNLOAD_KEYS[source] | {"source", "timeout", "retries"}
+        if source in ("archive", "cifar10", "kaggle"):
+            allowed |= {"max_members", "max_total_gb"}
+        stray = sorted(key for key in self.model_fields_set if key not in allowed)
+        if stray:
+            raise ValueError(
+                f"{', '.join('download.' + k for k in stray)} not used by source {source!r}; "
+                "it reads "
+                f"{', '.join(sorted(DOWNLOAD_KEYS[source])) or 'no other keys'}"
+            )
+        for key in DOWNLOAD_NEEDS.get(source, ()):
+            if not getattr(self, key):
+                raise ValueError(f"source {source!r} needs download.{key}")
+        if source == "archive":
+            if bool(self.url) == bool(self.path):
+                raise ValueError(
+                    "source 'archive' needs exactly one of download.url, download.path"
+                )
+            if not self.sha256:
+                raise ValueError(
+                    "source 'archive' needs download.sha256, the archive's checksum "
+                    "(`sha256sum FILE` prints it)"
+                )
+        if source == "kaggle":
+            if bool(self.competition) == bool(self.dataset):
+                raise ValueError(
+                    "source 'kaggle' needs exactly one of download.competition (e.g. "
+                    "dogs-vs-cats) and download.dataset (owner/name)"
+                )
+            if self.dataset and not re.fullmatch(r"[\w.-]+/[\w.-]+", self.dataset):
+                raise ValueError("download.dataset must be owner/name, as in its Kaggle URL")
         return self
 
 

@@ -2,20 +2,38 @@
 
 ``source.json`` says how the raw data is laid out; this module turns that into a sorted list
 of items (origin, label, how to read the bytes), so ``prepare`` never cares where images
-came from.
+came from. Layouts:
+
+- ``class_folders``: image files under ``<root>/<class>/`` inside data/raw (digits, crawl);
+- ``folder``: a listing (``files.csv``: path, label, size, sha256) of a folder outside the
+  project, read in place; a file whose bytes changed since ``download`` is refused;
+- ``archive``: a .zip, .tar or .tar.gz kept as downloaded, members read directly, labelled
+  by folder or by a regular expression on the file name;
+- ``cifar10``: the CIFAR-10 archive, each image returned as a PNG of its exact pixels, the
+  test batch's items marked ``split="test"``.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
+from imgpipe import cifar
+from imgpipe.archives import Archive, Limits
 from imgpipe.cli import StageError
+from imgpipe.labels import IGNORED_NAMES, LabelRule, is_clutter
 
 SOURCE_FILE = "source.json"
-IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+LISTING_FILE = "files.csv"
+LISTING_COLUMNS = ["path", "label", "size", "sha256"]
+__all__ = ["IGNORED_NAMES", "SOURCE_FILE", "RawDataError", "RawItem", "list_items", "read_source"]
 
 
 class RawDataError(StageError):
@@ -24,9 +42,10 @@ class RawDataError(StageError):
 
 @dataclass(frozen=True)
 class RawItem:
-    origin: str  # path relative to data/raw/, shown to people in reports
+    origin: str  # path relative to data/raw/ (or to the listed folder), shown in reports
     label: str
     read: Callable[[], bytes]
+    split: str | None = None  # a split the source itself assigns (CIFAR-10's test batch)
 
 
 def read_source(raw_dir: Path) -> dict:
@@ -41,10 +60,15 @@ def list_items(raw_dir: Path) -> tuple[list[RawItem], list[str]]:
     raw_dir = Path(raw_dir)
     source = read_source(raw_dir)
     layout = source.get("layout")
-    if layout == "class_folders":
-        items = _class_folder_items(raw_dir, raw_dir / source["root"])
-    else:
+    readers = {
+        "class_folders": lambda: _class_folder_items(raw_dir, raw_dir / source["root"]),
+        "folder": lambda: _listed_folder_items(raw_dir, source),
+        "archive": lambda: _archive_items(raw_dir, source),
+        "cifar10": lambda: _cifar_items(raw_dir, source),
+    }
+    if layout not in readers:
         raise RawDataError(f"{raw_dir / SOURCE_FILE}: unknown layout {layout!r}")
+    items = readers[layout]()
     classes = list(source.get("class_names") or sorted({item.label for item in items}))
     items.sort(key=lambda item: (item.label, item.origin))
     return items, classes
@@ -65,3 +89,99 @@ def _class_folder_items(raw_dir: Path, root: Path) -> list[RawItem]:
                     )
                 )
     return items
+
+
+def read_listing(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _listed_folder_items(raw_dir: Path, source: dict) -> list[RawItem]:
+    folder = Path(source["path"])
+    if not folder.is_dir():
+        raise RawDataError(
+            f"the image folder {str(folder)!r} recorded by download is gone; restore it or "
+            "point download.path at its new place and run `dvc repro`"
+        )
+    return [
+        RawItem(
+            origin=row["path"],
+            label=row["label"],
+            read=_verified_reader(folder, row["path"], row["sha256"]),
+        )
+        for row in read_listing(raw_dir / source.get("listing", LISTING_FILE))
+    ]
+
+
+def _verified_reader(folder: Path, relative: str, sha256: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            data = (folder / relative).read_bytes()
+        except OSError as err:
+            data, problem = None, f"cannot be read ({err.strerror})"
+        if data is not None and hashlib.sha256(data).hexdigest() == sha256:
+            return data
+        if data is not None:
+            problem = "changed"
+        raise RawDataError(
+            f"{folder / relative} {problem} since download listed the folder; run "
+            "`dvc repro -f download` so the listing, and everything after it, is redone"
+        )
+
+    return read
+
+
+def _open_archive(raw_dir: Path, source: dict) -> Archive:
+    path = raw_dir / source["archive"]
+    if not path.is_file():
+        raise RawDataError(f"{path} is missing: run `dvc repro -f download`")
+    return Archive(path, Limits(**source.get("limits", {})))
+
+
+def _archive_items(raw_dir: Path, source: dict) -> list[RawItem]:
+    archive = _open_archive(raw_dir, source)
+    rule = LabelRule.from_dict(source.get("labels", {}))
+    items = []
+    for name in archive.names:
+        label = None if is_clutter(name) else rule.label(name)
+        if label is not None:
+            items.append(
+                RawItem(
+                    origin=f"{source['archive']}/{name}",
+                    label=label,
+                    read=_member_reader(archive, name),
+                )
+            )
+    return items
+
+
+def _member_reader(archive: Archive, name: str) -> Callable[[], bytes]:
+    return lambda: archive.read(name)
+
+
+def _cifar_items(raw_dir: Path, source: dict) -> list[RawItem]:
+    with _open_archive(raw_dir, source) as archive:
+        batches = cifar.read_batches(archive)
+    names = source.get("class_names") or cifar.CLASSES
+    items = []
+    for batch in batches:
+        for index, label in enumerate(batch.labels):
+            items.append(
+                RawItem(
+                    origin=f"{source['archive']}/{batch.name}/{index:05d}",
+                    label=names[label],
+                    read=_pixel_reader(batch, index),
+                    split=batch.split,
+                )
+            )
+    return items
+
+
+def _pixel_reader(batch: cifar.Batch, index: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        # PNG is lossless, so prepare decodes exactly the published pixels.
+        buffer = io.BytesIO()
+        Image.fromarray(batch.images[index]).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    return read

@@ -1,29 +1,48 @@
 """download: fetch the configured source as it is, verified, into ``data/raw/``.
 
-The default source, ``digits``, is the 8x8 handwritten digits that scikit-learn ships. They
-are written as real PNG files, one folder per class, so every later stage sees exactly what
-it would see from a user's folder of photos, and the pipeline runs with no network at all.
+Sources (``download.source``):
+
+- ``digits``: the 8x8 handwritten digits that scikit-learn ships, written as real PNG files
+  one folder per class, so the pipeline runs with no network at all;
+- ``folder``: a local folder, labelled by class sub-folders or by a regular expression on
+  file names; listed with each file's sha256, never copied;
+- ``archive``: a .zip, .tar or .tar.gz from a URL or a local path, with its sha256;
+- ``cifar10``: CIFAR-10 from its official URL (or a mirror), checked against its sha256;
+- ``kaggle``: a competition's or dataset's file through the official ``kaggle`` package;
+- ``crawl``: images found by keywords per class with icrawler's search-engine crawlers.
+
+Downloaded files are verified before use and kept as they are: an archive stays an archive
+(``prepare`` reads its members directly), because DVC tracks one file far faster than
+thousands. ``data/raw/source.json`` records where everything came from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
-from imgpipe import atomic
-from imgpipe.cli import StageError, run_main
+from imgpipe import atomic, cifar, crawl, kaggle_source
+from imgpipe.archives import Archive, Limits, copy_file
+from imgpipe.cli import StageError, run_main, worker_count
+from imgpipe.fetch import FetchSettings, fetch, verified_file
+from imgpipe.labels import LabelRule, is_clutter
 from imgpipe.params import DownloadParams, load_params
-from imgpipe.raw import SOURCE_FILE
+from imgpipe.raw import LISTING_COLUMNS, LISTING_FILE, SOURCE_FILE
 
 log = logging.getLogger("imgpipe.download")
 
 RAW_DIR = Path("data/raw")
+# Outside data/raw, which DVC empties before the stage runs: partial downloads must survive
+# to be resumed, and verified ones are reused instead of fetched again.
+DOWNLOADS_DIR = Path(".downloads")
 DIGITS_MAX = 16  # scikit-learn's digits hold ink levels 0..16
 
 
@@ -54,51 +73,268 @@ def write_digits(out_dir: Path) -> dict[str, object]:
     }
 
 
-def link_class_folders(folder: Path, out_dir: Path) -> dict[str, object]:
-    """Hard-link (or, across filesystems, copy) a folder of class folders into ``out_dir``.
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest(), path.stat().st_size
 
-    DVC must see the images to notice when they change; hard links give it that without
-    doubling the disk space of a large folder.
+
+def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, object]:
+    """List a local folder's images, their classes and sha256 in ``files.csv``; copy nothing.
+
+    ``prepare`` reads the files in place and checks each against its listed sha256, so tens
+    of thousands of photos are neither duplicated in the project nor in DVC's cache, and a
+    file changed after this listing is refused rather than used unnoticed.
     """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise StageError(
-            f"download.path {str(folder)!r} is not a folder; point it at a folder "
-            "holding one sub-folder of images per class"
+            f"download.path {str(folder)!r} is not a folder; point it at a folder holding one "
+            "sub-folder of images per class, or images named by class with download.label_pattern"
         )
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise StageError(f"download.path {str(folder)!r} has no class sub-folders")
-    digest, total = hashlib.sha256(), 0
-    for class_dir in class_dirs:
-        for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder)
-            target = out_dir / "images" / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copy2(path, target)
-            digest.update(relative.as_posix().encode() + b"\0" + str(path.stat().st_size).encode())
-            total += 1
+    rule = LabelRule(pattern=pattern, first_folder=True)
+    files = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    rows, skipped = [], []
+    for relative in files:
+        label = None if is_clutter(relative) else rule.label(relative)
+        if label is None:
+            skipped.append({"path": relative, "reason": rule.describe(relative)})
+        else:
+            rows.append({"path": relative, "label": label})
+    if not rows:
+        what = "file name matches download.label_pattern" if pattern else "class sub-folders"
+        raise StageError(f"download.path {str(folder)!r} has no images in {what}")
+    with ThreadPoolExecutor(worker_count(0) * 2) as pool:
+        hashes = pool.map(_hash_file, (folder / row["path"] for row in rows))
+        for row, (sha256, size) in tqdm(
+            zip(rows, hashes, strict=True), total=len(rows), desc="hash", unit="file"
+        ):
+            row.update(sha256=sha256, size=size)
+    _write_listing(out_dir / LISTING_FILE, rows)
+    listing = hashlib.sha256((out_dir / LISTING_FILE).read_bytes()).hexdigest()
     return {
         "kind": "folder",
         "url": None,
         "path": str(folder),
-        "sha256": digest.hexdigest(),  # of names and sizes: a listing fingerprint
-        "size": total,
-        "class_names": [p.name for p in class_dirs],
-        "layout": "class_folders",
-        "root": "images",
+        "sha256": listing,  # of files.csv, which holds every file's own sha256
+        "size": len(rows),
+        "bytes": sum(row["size"] for row in rows),
+        "class_names": sorted({row["label"] for row in rows}),
+        "labels": rule.to_dict(),
+        "layout": "folder",
+        "listing": LISTING_FILE,
+        "skipped": skipped,
     }
 
 
-def run(params: DownloadParams, raw_dir: Path) -> dict[str, object]:
+def _write_listing(path: Path, rows: list[dict]) -> None:
+    lines = [",".join(LISTING_COLUMNS)]
+    for row in rows:
+        cells = [str(row[column]) for column in LISTING_COLUMNS]
+        lines.append(",".join(_csv_cell(cell) for cell in cells))
+    atomic.write_text(path, "\n".join(lines) + "\n")
+
+
+def _csv_cell(text: str) -> str:
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _file_name(url: str, fallback: str) -> str:
+    name = Path(unquote(urlparse(url).path)).name
+    return name if re.fullmatch(r"[\w][\w.+-]*", name or "") else fallback
+
+
+def _limits(params: DownloadParams) -> Limits:
+    return Limits(
+        max_members=params.max_members, max_total_bytes=int(params.max_total_gb * 1024**3)
+    )
+
+
+def _fetch_or_verify(params: DownloadParams, downloads: Path, fallback: str):
+    """The verified file: downloaded (or reused) for a URL, checked in place for a path."""
+    if params.path:
+        path = Path(params.path).expanduser().resolve()
+        if not path.is_file():
+            raise StageError(f"download.path {str(path)!r} is not a file")
+        return verified_file(path, params.sha256, str(path))
+    settings = FetchSettings(read_timeout=params.timeout, retries=params.retries)
+    return fetch(params.url, downloads / _file_name(params.url, fallback), params.sha256, settings)
+
+
+def _archive_rule(params: DownloadParams) -> LabelRule:
+    return LabelRule(pattern=params.label_pattern, image_names_only=True)
+
+
+def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, object]:
+    """Validate an archive and count its labelled members; refuse it if nothing is labelled."""
+    with Archive(path, limits) as archive:
+        archive.test_integrity()
+        counts: dict[str, int] = {}
+        skipped = []
+        for name in archive.names:
+            label = None if is_clutter(name) else rule.label(name)
+            if label is None:
+                skipped.append({"path": name, "reason": rule.describe(name)})
+            else:
+                counts[label] = counts.get(label, 0) + 1
+        total = archive.total_bytes()
+        fmt = archive.format
+    if not counts:
+        hint = (
+            "no member name matches download.label_pattern"
+            if rule.pattern
+            else "no member sits in a class folder; set download.label_pattern to take "
+            "classes from file names"
+        )
+        raise StageError(f"{path.name}: {hint}")
+    return {
+        "format": fmt,
+        "size": sum(counts.values()),
+        "unpacked_bytes": total,
+        "class_names": sorted(counts),
+        "counts": dict(sorted(counts.items())),
+        "labels": rule.to_dict(),
+        "skipped": skipped,
+        "limits": {"max_members": limits.max_members, "max_total_bytes": limits.max_total_bytes},
+    }
+
+
+def _keep_archive(fetched, out_dir: Path, name: str) -> None:
+    copy_file(fetched.path, out_dir / name)
+
+
+def download_archive(params: DownloadParams, out_dir: Path, downloads: Path) -> dict:
+    fetched = _fetch_or_verify(params, downloads, "archive")
+    name = fetched.path.name
+    description = inspect_archive(fetched.path, _archive_rule(params), _limits(params))
+    _keep_archive(fetched, out_dir, name)
+    return {
+        "kind": "archive",
+        "url": params.url,
+        "path": None if params.url else str(fetched.path),
+        "sha256": fetched.sha256,
+        "bytes": fetched.size,
+        "layout": "archive",
+        "archive": name,
+        **description,
+    }
+
+
+def download_cifar10(params: DownloadParams, out_dir: Path, downloads: Path) -> dict:
+    fetched = _fetch_or_verify(params, downloads, "cifar-10.tar.gz")
+    limits = _limits(params)
+    with Archive(fetched.path, limits) as archive:
+        batches = cifar.read_batches(archive)
+    _keep_archive(fetched, out_dir, fetched.path.name)
+    splits: dict[str, int] = {}
+    for batch in batches:
+        split = batch.split or "train"
+        splits[split] = splits.get(split, 0) + len(batch.labels)
+    return {
+        "kind": "cifar10",
+        "url": params.url,
+        "path": None,
+        "sha256": fetched.sha256,
+        "bytes": fetched.size,
+        "size": sum(splits.values()),
+        "class_names": list(cifar.CLASSES),
+        "layout": "cifar10",
+        "archive": fetched.path.name,
+        "batches": [batch.name for batch in batches],
+        # The source's own split: items of its test batch carry split="test".
+        "splits": splits,
+        "limits": {"max_members": limits.max_members, "max_total_bytes": limits.max_total_bytes},
+    }
+
+
+def download_kaggle(params: DownloadParams, out_dir: Path, downloads: Path) -> dict:
+    ref = kaggle_source.KaggleRef(params.competition, params.dataset, params.file)
+    path = kaggle_source.download(ref, downloads / "kaggle" / ref.folder_name)
+    fetched = verified_file(path, params.sha256, f"Kaggle file {path.name}")
+    description = inspect_archive(path, _archive_rule(params), _limits(params))
+    _keep_archive(fetched, out_dir, path.name)
+    return {
+        "kind": "kaggle",
+        "url": ref.url,
+        "path": None,
+        "competition": ref.competition,
+        "dataset": ref.dataset,
+        "file": ref.file,
+        "sha256": fetched.sha256,
+        "bytes": fetched.size,
+        "layout": "archive",
+        "archive": path.name,
+        **description,
+    }
+
+
+def download_crawl(params: DownloadParams, out_dir: Path, downloads: Path) -> dict:
+    images_dir = out_dir / "images"
+    found = crawl.crawl_classes(
+        params.classes, params.engine, params.max_per_class, params.min_size, images_dir
+    )
+    counts = {label: sum(1 for f in found if f.label == label) for label in sorted(params.classes)}
+    empty = [label for label, n in counts.items() if n == 0]
+    if empty:
+        raise StageError(
+            f"the {params.engine} crawl found no usable image for {', '.join(map(repr, empty))}. "
+            "Search engines cannot be reached from a closed network; otherwise try other "
+            "keywords in download.classes or a smaller download.min_size."
+        )
+    images = [
+        {"path": f"images/{f.label}/{f.file}", "url": f.url, "sha256": f.sha256} for f in found
+    ]
+    return {
+        "kind": "crawl",
+        "engine": params.engine,
+        "url": None,
+        "path": None,
+        "keywords": {label: list(words) for label, words in sorted(params.classes.items())},
+        "sha256": hashlib.sha256(
+            "".join(f"{i['path']}\0{i['sha256']}\n" for i in images).encode()
+        ).hexdigest(),
+        "size": len(images),
+        "class_names": sorted(params.classes),
+        "counts": counts,
+        "layout": "class_folders",
+        "root": "images",
+        "images": images,
+    }
+
+
+SOURCES = {
+    "archive": download_archive,
+    "cifar10": download_cifar10,
+    "kaggle": download_kaggle,
+    "crawl": download_crawl,
+}
+
+
+def run(
+    params: DownloadParams, raw_dir: Path, downloads_dir: Path | None = None
+) -> dict[str, object]:
+    """Fetch ``params.source`` into ``raw_dir``.
+
+    ``downloads_dir`` (by default beside ``raw_dir``) keeps partial and verified downloads
+    between runs, so an interrupted download resumes and a finished one is not repeated.
+    """
+    raw_dir = Path(raw_dir)
+    downloads = Path(downloads_dir or raw_dir.parent / DOWNLOADS_DIR.name)
     with atomic.atomic_dir(raw_dir) as scratch:
-        if params.source == "folder":
-            source = link_class_folders(Path(params.path), scratch)
-        else:
+        if params.source == "digits":
             source = write_digits(scratch)
+        elif params.source == "folder":
+            source = list_folder(Path(params.path), params.label_pattern, scratch)
+        else:
+            source = SOURCES[params.source](params, scratch, downloads)
         atomic.write_json(scratch / SOURCE_FILE, source)
     log.info(
         "%s: %d images in %d classes", source["kind"], source["size"], len(source["class_names"])
@@ -107,7 +343,7 @@ def run(params: DownloadParams, raw_dir: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    run_main("download", lambda: run(load_params().download, RAW_DIR))
+    run_main("download", lambda: run(load_params().download, RAW_DIR, DOWNLOADS_DIR))
 
 
 if __name__ == "__main__":

@@ -77,3 +77,12 @@ def split_dir(prepared_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "split"
     split.run(SplitParams(val=0.2, test=0.2), 7, prepared_dir, out)
     return out
+
+
+@pytest.fixture
+def server():
+    """An HTTP server on 127.0.0.1 serving only what the test puts in ``server.behaviour``."""
+    from tests.local_server import LocalServer
+
+    with LocalServer() as running:
+        yield running

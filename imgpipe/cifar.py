@@ -1,0 +1,137 @@
+"""CIFAR-10 read straight from its archive, python or binary version, without trusting pickle.
+
+The python batches are pickles, and unpickling runs whatever code the file names. They are
+read with an unpickler that can build nothing but numpy arrays, lists, dicts, numbers and
+strings, so a tampered file fails to load instead of running code. Each image is stored as
+3x32x32, channel first (1024 red, 1024 green, 1024 blue values, row-major); it is returned as
+32x32x3 without changing a pixel. The source's own test batch stays marked as ``test``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgpipe.archives import Archive
+from imgpipe.cli import StageError
+
+CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+SIDE = 32
+PIXELS = 3 * SIDE * SIDE
+TEST_BATCH = "test_batch"
+PYTHON_BATCH = re.compile(r"^(?:.*/)?(data_batch_[1-5]|test_batch)$")
+BINARY_BATCH = re.compile(r"^(?:.*/)?(data_batch_[1-5]|test_batch)\.bin$")
+
+
+class CifarError(StageError):
+    """The archive is not CIFAR-10 in either of its published layouts."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    name: str  # data_batch_1 .. data_batch_5, test_batch
+    labels: np.ndarray  # (N,) int64 class indices
+    images: np.ndarray  # (N, 32, 32, 3) uint8, height x width x channel
+
+    @property
+    def split(self) -> str | None:
+        """The source's own split: CIFAR-10 publishes its test batch separately."""
+        return "test" if self.name == TEST_BATCH else None
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and plain containers; refuses every other global."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):
+            import codecs
+
+            return codecs.encode
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _numpy_reconstruct()
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def load_python_batch(data: bytes, name: str) -> Batch:
+    try:
+        raw = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise CifarError(f"CIFAR batch {name} cannot be read safely: {err}") from None
+    if not isinstance(raw, dict):
+        raise CifarError(f"CIFAR batch {name} is not a dict")
+    pixels = raw.get(b"data", raw.get("data"))
+    labels = raw.get(b"labels", raw.get("labels"))
+    if not isinstance(pixels, np.ndarray) or labels is None:
+        raise CifarError(f"CIFAR batch {name} lacks 'data' or 'labels'")
+    return _batch(name, np.asarray(labels), pixels)
+
+
+def load_binary_batch(data: bytes, name: str) -> Batch:
+    if len(data) % (PIXELS + 1):
+        raise CifarError(f"CIFAR batch {name} is {len(data)} bytes, not whole 3073-byte records")
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, PIXELS + 1)
+    return _batch(name, records[:, 0], records[:, 1:])
+
+
+def _batch(name: str, labels: np.ndarray, pixels: np.ndarray) -> Batch:
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != PIXELS:
+        raise CifarError(
+            f"CIFAR batch {name}: data is {pixels.dtype} {pixels.shape}, expected uint8 (N, 3072)"
+        )
+    labels = labels.astype(np.int64)
+    if labels.shape != (len(pixels),) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise CifarError(f"CIFAR batch {name}: labels are not {len(pixels)} numbers in 0..9")
+    images = pixels.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1)
+    return Batch(name, labels, np.ascontiguousarray(images))
+
+
+def batch_members(archive: Archive) -> list[tuple[str, str, bool]]:
+    """(member, batch name, is_binary) for every batch, train batches first."""
+    found = []
+    for member in archive.names:
+        for pattern, binary in ((PYTHON_BATCH, False), (BINARY_BATCH, True)):
+            match = pattern.match(member)
+            if match:
+                found.append((member, match.group(1), binary))
+    names = [name for _, name, _ in found]
+    if TEST_BATCH not in names or not any(n.startswith("data_batch_") for n in names):
+        raise CifarError(
+            f"{archive.path.name} has no CIFAR-10 data_batch_N and test_batch members; "
+            "download.url must point at cifar-10-python.tar.gz or cifar-10-binary.tar.gz"
+        )
+    if len(set(names)) != len(names):
+        raise CifarError(f"{archive.path.name} holds the same CIFAR batch twice")
+    return sorted(found, key=lambda entry: (entry[1] == TEST_BATCH, entry[1]))
+
+
+def read_batches(archive: Archive) -> list[Batch]:
+    batches = []
+    for member, name, binary in batch_members(archive):
+        data = archive.read(member)
+        batches.append(load_binary_batch(data, name) if binary else load_python_batch(data, name))
+    return batches
