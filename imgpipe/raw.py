@@ -69,7 +69,9 @@ def list_items(raw_dir: Path) -> tuple[list[RawItem], list[str]]:
     if layout not in readers:
         raise RawDataError(f"{raw_dir / SOURCE_FILE}: unknown layout {layout!r}")
     items = readers[layout]()
-    classes = list(source.get("class_names") or sorted({item.label for item in items}))
+    # CIFAR-10's classes are fixed, whether or not a small sample holds each of them.
+    default = cifar.CLASSES if layout == "cifar10" else sorted({item.label for item in items})
+    classes = list(source.get("class_names") or default)
     items.sort(key=lambda item: (item.label, item.origin))
     return items, classes
 
