@@ -589,3 +589,16 @@ def test_archive_source_through_dvc_repro(server, tmp_path):
     output = _run(["dvc", "repro"], project)
     assert _stages_run(output) == {"download"}
     assert len(server.behaviour.requests) == fetched
+
+
+def test_readme_examples_are_valid_params():
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "download:" in b]
+    sources = {parse_params(yaml.safe_load(block)).download.source for block in blocks}
+    assert sources == {"folder", "archive", "cifar10", "kaggle", "crawl"}
