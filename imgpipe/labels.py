@@ -29,11 +29,10 @@ IMAGE_SUFFIXES = {
 
 
 def is_clutter(relative: str) -> bool:
+    """Hidden files and folders, and what operating systems leave beside images."""
     path = PurePosixPath(relative)
-    return (
-        path.name in IGNORED_NAMES
-        or path.name.startswith("._")
-        or any(part in IGNORED_FOLDERS for part in path.parts)
+    return path.name in IGNORED_NAMES or any(
+        part.startswith(".") or part in IGNORED_FOLDERS for part in path.parts
     )
 
 

@@ -95,16 +95,12 @@ def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, o
             "sub-folder of images per class, or images named by class with download.label_pattern"
         )
     rule = LabelRule(pattern=pattern, first_folder=True)
-    files = sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     rows, skipped = [], []
     for relative in files:
-        label = None if is_clutter(relative) else rule.label(relative)
+        label, reason = _label_or_reason(rule, relative)
         if label is None:
-            skipped.append({"path": relative, "reason": rule.describe(relative)})
+            skipped.append({"path": relative, "reason": reason})
         else:
             rows.append({"path": relative, "label": label})
     if not rows:
@@ -131,6 +127,13 @@ def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, o
         "listing": LISTING_FILE,
         "skipped": skipped,
     }
+
+
+def _label_or_reason(rule: LabelRule, relative: str) -> tuple[str | None, str]:
+    if is_clutter(relative):
+        return None, "hidden or operating-system file"
+    label = rule.label(relative)
+    return label, "" if label else rule.describe(relative)
 
 
 def _write_listing(path: Path, rows: list[dict]) -> None:
@@ -180,9 +183,9 @@ def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, ob
         counts: dict[str, int] = {}
         skipped = []
         for name in archive.names:
-            label = None if is_clutter(name) else rule.label(name)
+            label, reason = _label_or_reason(rule, name)
             if label is None:
-                skipped.append({"path": name, "reason": rule.describe(name)})
+                skipped.append({"path": name, "reason": reason})
             else:
                 counts[label] = counts.get(label, 0) + 1
         total = archive.total_bytes()

@@ -38,6 +38,7 @@ def test_rule_round_trips_through_source_json():
         ("cat/Thumbs.db", True),
         ("__MACOSX/cat/a.png", True),
         ("cat/._a.png", True),
+        ("cat/.hidden/a.png", True),
         ("cat/a.png", False),
     ],
 )

@@ -126,7 +126,8 @@ def test_folder_source_lists_files_in_place_without_copying(tmp_path):
     assert source["class_names"] == ["cat", "dog"]
     assert source["size"] == 6
     assert source["skipped"] == [
-        {"path": "loose.png", "reason": "file is not inside a class folder"}
+        {"path": "dog/.DS_Store", "reason": "hidden or operating-system file"},
+        {"path": "loose.png", "reason": "file is not inside a class folder"},
     ]
     items, classes = list_items(raw)
     assert classes == ["cat", "dog"]
