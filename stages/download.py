@@ -18,9 +18,12 @@ thousands. ``data/raw/source.json`` records where everything came from.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -32,7 +35,7 @@ from tqdm import tqdm
 from imgpipe import atomic, cifar, crawl, kaggle_source
 from imgpipe.archives import Archive, Limits, copy_file
 from imgpipe.cli import StageError, run_main, worker_count
-from imgpipe.fetch import FetchSettings, fetch, verified_file
+from imgpipe.fetch import FetchSettings, fetch, file_sha256, verified_file
 from imgpipe.labels import LabelRule, is_clutter
 from imgpipe.params import DownloadParams, load_params
 from imgpipe.raw import LISTING_COLUMNS, LISTING_FILE, SOURCE_FILE
@@ -74,11 +77,7 @@ def write_digits(out_dir: Path) -> dict[str, object]:
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest(), path.stat().st_size
+    return file_sha256(path), path.stat().st_size
 
 
 def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, object]:
@@ -137,17 +136,11 @@ def _label_or_reason(rule: LabelRule, relative: str) -> tuple[str | None, str]:
 
 
 def _write_listing(path: Path, rows: list[dict]) -> None:
-    lines = [",".join(LISTING_COLUMNS)]
-    for row in rows:
-        cells = [str(row[column]) for column in LISTING_COLUMNS]
-        lines.append(",".join(_csv_cell(cell) for cell in cells))
-    atomic.write_text(path, "\n".join(lines) + "\n")
-
-
-def _csv_cell(text: str) -> str:
-    if any(ch in text for ch in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, LISTING_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buffer.getvalue())
 
 
 def _file_name(url: str, fallback: str) -> str:
@@ -210,15 +203,21 @@ def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, ob
     }
 
 
-def _keep_archive(fetched, out_dir: Path, name: str) -> None:
-    copy_file(fetched.path, out_dir / name)
+def _keep_archive(fetched, out_dir: Path, name: str, own_copy: bool) -> None:
+    """Put the verified file into data/raw: hard-linked from our own downloads folder (no
+    second copy of a large archive), copied from a user's file (so nothing DVC does to its
+    output, such as making it read-only, can reach the user's original)."""
+    if own_copy:
+        copy_file(fetched.path, out_dir / name)
+    else:
+        shutil.copyfile(fetched.path, out_dir / name)
 
 
 def download_archive(params: DownloadParams, out_dir: Path, downloads: Path) -> dict:
     fetched = _fetch_or_verify(params, downloads, "archive")
     name = fetched.path.name
     description = inspect_archive(fetched.path, _archive_rule(params), _limits(params))
-    _keep_archive(fetched, out_dir, name)
+    _keep_archive(fetched, out_dir, name, own_copy=not params.path)
     return {
         "kind": "archive",
         "url": params.url,
@@ -236,7 +235,7 @@ def download_cifar10(params: DownloadParams, out_dir: Path, downloads: Path) -> 
     limits = _limits(params)
     with Archive(fetched.path, limits) as archive:
         batches = cifar.read_batches(archive)
-    _keep_archive(fetched, out_dir, fetched.path.name)
+    _keep_archive(fetched, out_dir, fetched.path.name, own_copy=True)
     splits: dict[str, int] = {}
     for batch in batches:
         split = batch.split or "train"
@@ -263,7 +262,7 @@ def download_kaggle(params: DownloadParams, out_dir: Path, downloads: Path) -> d
     path = kaggle_source.download(ref, downloads / "kaggle" / ref.folder_name)
     fetched = verified_file(path, params.sha256, f"Kaggle file {path.name}")
     description = inspect_archive(path, _archive_rule(params), _limits(params))
-    _keep_archive(fetched, out_dir, path.name)
+    _keep_archive(fetched, out_dir, path.name, own_copy=True)
     return {
         "kind": "kaggle",
         "url": ref.url,

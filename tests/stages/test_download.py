@@ -135,6 +135,16 @@ def test_folder_source_lists_files_in_place_without_copying(tmp_path):
     assert items[-1].read() == (photos / "dog" / "img-002.png").read_bytes()
 
 
+def test_folder_listing_keeps_odd_file_names(tmp_path):
+    photos = write_class_folders(tmp_path / "photos", ["cat", "dog"], per_class=1) / "images"
+    odd = 'odd, "quoted" [1] \u00fc\nline.png'
+    (photos / "cat" / odd).write_bytes(png(0, 5))
+    download.run(DownloadParams(source="folder", path=str(photos)), tmp_path / "raw")
+    items, _ = list_items(tmp_path / "raw")
+    item = next(i for i in items if i.origin == f"cat/{odd}")
+    assert item.read() == png(0, 5)
+
+
 def test_folder_labels_from_file_names_by_regex(tmp_path):
     photos = tmp_path / "train"
     photos.mkdir()
@@ -228,6 +238,8 @@ def test_archive_with_labels_in_file_names(tmp_path):
     )
     source = download.run(params, tmp_path / "raw")
     assert source["format"] == "tar.gz"
+    # The user's own archive is copied, never hard-linked into DVC's hands.
+    assert (tmp_path / "raw" / "train.tar.gz").stat().st_ino != path.stat().st_ino
     assert source["counts"] == {"cat": 3, "dog": 3}
     items, _ = list_items(tmp_path / "raw")
     assert items[-1].origin == "train.tar.gz/train/dog.2.png"
