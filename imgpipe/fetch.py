@@ -134,8 +134,10 @@ def _stream_into(url: str, part: Path, session: requests.Session, settings: Fetc
     timeout = (settings.connect_timeout, settings.read_timeout)
     with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
         if response.status_code == 416:
-            # The part is at least as long as the file: nothing sane to resume from.
-            part.unlink()
+            total = re.fullmatch(r"bytes \*/(\d+)", response.headers.get("Content-Range", ""))
+            if total and int(total.group(1)) == offset:
+                return  # a run killed between the last byte and the rename: complete
+            part.unlink()  # longer than the file: nothing sane to resume from
             raise _Retriable("server refused the resume range; starting again")
         if response.status_code in RETRIABLE_STATUS:
             raise _Retriable(f"HTTP {response.status_code}")

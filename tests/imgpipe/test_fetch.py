@@ -50,6 +50,19 @@ def test_part_file_from_an_earlier_run_is_resumed(server, tmp_path):
     assert server.behaviour.requests[0]["headers"]["Range"] == "bytes=50000-"
 
 
+def test_complete_part_file_is_verified_without_downloading_again(server, tmp_path):
+    server.behaviour.files["/data.bin"] = DATA
+    part_path(tmp_path / "data.bin").write_bytes(DATA)
+    assert _fetch(server, tmp_path).path.read_bytes() == DATA
+    assert len(server.behaviour.requests) == 1  # answered 416: nothing left to send
+
+
+def test_part_longer_than_the_file_starts_again(server, tmp_path):
+    server.behaviour.files["/data.bin"] = DATA
+    part_path(tmp_path / "data.bin").write_bytes(DATA + b"extra")
+    assert _fetch(server, tmp_path).path.read_bytes() == DATA
+
+
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     server.behaviour.files["/data.bin"] = DATA
     server.behaviour.honour_range = False
