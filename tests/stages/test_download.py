@@ -68,7 +68,8 @@ def run_pipeline(raw, tmp_path, classes, prepare_params=None):
         prepared,
         splits,
         metrics_file,
-        tmp_path / "reports" / "confusion.json",
+        tmp_path / "reports" / "predictions.csv",
+        tmp_path / "reports" / "evaluate",
     )
     assert (tmp_path / "model" / "model.keras").stat().st_size > 0
     assert json.loads((tmp_path / "model" / "classes.json").read_text()) == classes
