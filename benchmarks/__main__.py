@@ -13,7 +13,13 @@ import logging
 import pkgutil
 from pathlib import Path
 
-from benchmarks.harness import format_table, write_report
+from benchmarks.harness import (
+    Comparison,
+    Growth,
+    format_growth_table,
+    format_table,
+    write_report,
+)
 
 REPORT = Path("reports/benchmarks.json")
 
@@ -45,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         rows.extend(module.run(scale=args.scale, repeats=args.repeats))
-    print(format_table(rows))
+    comparisons = [row for row in rows if isinstance(row, Comparison)]
+    growths = [row for row in rows if isinstance(row, Growth)]
+    print("\n\n".join(t for t in (format_table(comparisons), format_growth_table(growths)) if t))
     write_report(rows, args.report)
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from imgpipe.parallel import ordered_map
 
 # (width, height) shapes seen most often in dogs-vs-cats, with their rough frequency.
 SHAPES = [
@@ -48,17 +52,44 @@ def corpus_jpeg(photo: Image.Image, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def make_corpus(folder: Path, count: int, seed: int = 0) -> Path:
+_PHOTOS: list[Image.Image] = []
+
+
+def _corpus_member(job: tuple[int, int]) -> tuple[str, bytes]:
+    """Class folder / file name and JPEG bytes of image ``index``; seeded by (seed, index)."""
+    index, seed = job
+    if not _PHOTOS:  # once per worker process
+        _PHOTOS.extend(_photographs())
+    label = "ab"[index % len(_PHOTOS)]
+    rng = np.random.default_rng([seed, index])
+    return f"{label}/{label}.{index:06d}.jpg", corpus_jpeg(_PHOTOS[index % len(_PHOTOS)], rng)
+
+
+def corpus_members(count: int, seed: int = 0, workers: int = 1) -> Iterator[tuple[str, bytes]]:
+    """(relative path, JPEG bytes) of each corpus image, in order, the same for any workers."""
+    return ordered_map(_corpus_member, ((index, seed) for index in range(count)), workers)
+
+
+def make_corpus(folder: Path, count: int, seed: int = 0, workers: int = 1) -> Path:
     """``count`` JPEGs under ``folder/a`` and ``folder/b`` (a folder-of-class-folders)."""
     folder = Path(folder)
-    rng = np.random.default_rng(seed)
-    photos = _photographs()
-    for index in range(count):
-        label = index % len(photos)
-        target = folder / "ab"[label] / f"{'ab'[label]}.{index:06d}.jpg"
+    for name, data in corpus_members(count, seed, workers):
+        target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(corpus_jpeg(photos[label], rng))
+        target.write_bytes(data)
     return folder
+
+
+def make_archive(path: Path, count: int, seed: int = 0, workers: int = 1) -> Path:
+    """The same corpus as one uncompressed tar laid out by class folders, as users ship it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in corpus_members(count, seed, workers):
+            info = tarfile.TarInfo(f"photos/{name}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return path
 
 
 def make_raw_dir(raw_dir: Path, count: int, seed: int = 0) -> Path:

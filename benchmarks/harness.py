@@ -80,6 +80,8 @@ def machine() -> dict[str, object]:
 
 
 def format_table(rows: list[Comparison]) -> str:
+    if not rows:
+        return ""
     header = f"{'stage':<10} {'what':<38} {'ours':>10} {'plain':>10} {'unit':<10} {'ratio':>7} goal"
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -92,7 +94,7 @@ def format_table(rows: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
-def write_report(rows: list[Comparison], path: Path) -> None:
+def write_report(rows: list[Comparison | Growth], path: Path) -> None:
     payload = {"machine": machine(), "rows": [row.to_dict() for row in rows]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -138,3 +140,56 @@ def measure_command(
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed with {process.returncode}:\n{stderr[-3000:]}")
     return RunCost(seconds, peak / 2**20)
+
+
+@dataclass
+class Growth:
+    """How a cost grows from a small dataset to a large one (lower is better)."""
+
+    stage: str
+    what: str
+    unit: str
+    small: float
+    large: float
+    small_size: int
+    large_size: int
+    goal: float | None = None  # the largest growth the design allows, if any
+
+    @property
+    def growth(self) -> float:
+        return self.large / self.small if self.small else float("inf")
+
+    @property
+    def meets_goal(self) -> bool | None:
+        return None if self.goal is None else self.growth <= self.goal
+
+    @property
+    def per_1k_more(self) -> float:
+        """The cost of each further 1,000 images, with fixed start-up costs taken out."""
+        return (self.large - self.small) * 1000 / (self.large_size - self.small_size)
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "growth": round(self.growth, 3),
+            "meets_goal": self.meets_goal,
+            "per_1k_more": round(self.per_1k_more, 4),
+        }
+
+
+def format_growth_table(rows: list[Growth]) -> str:
+    if not rows:
+        return ""
+    small, large = rows[0].small_size, rows[0].large_size
+    header = (
+        f"{'stage':<10} {'what':<28} {f'{small} imgs':>11} {f'{large} imgs':>11} "
+        f"{'unit':<5} {'per 1k more':>11} {'growth':>7} goal"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        goal = "" if row.goal is None else f"<={row.goal:g} {'ok' if row.meets_goal else 'MISSED'}"
+        lines.append(
+            f"{row.stage:<10} {row.what[:28]:<28} {row.small:>11.4g} {row.large:>11.4g} "
+            f"{row.unit:<5} {row.per_1k_more:>11.3g} {row.growth:>6.2f}x {goal}"
+        )
+    return "\n".join(lines)
