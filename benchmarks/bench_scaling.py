@@ -112,7 +112,7 @@ def growth_rows(small: PipelineCosts, large: PipelineCosts) -> list[Growth]:
 
 
 def run(scale: float = 1.0, repeats: int = 3) -> list[Growth]:
-    small_count, large_count = (max(100, int(n * scale)) for n in SIZES)
+    small_count, large_count = (max(40, int(n * scale)) for n in SIZES)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         small = measure_pipeline(small_count, repeats, Path(tmp))
         large = measure_pipeline(large_count, repeats, Path(tmp))
