@@ -29,6 +29,7 @@ from PIL import Image
 from imgpipe.cli import StageError
 from imgpipe.params import AugmentOperation, OperationChange
 
+
 class AugmentConfigError(StageError):
     """An operation in params.augment is unknown, or has arguments it does not take."""
 

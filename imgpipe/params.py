@@ -241,9 +241,7 @@ class AugmentParams(Section):
     )
     operations: list[AugmentOperation] = Field(default_factory=list)
     # class name -> operation name -> None (written false: skip it for that class) or changes
-    class_overrides: dict[str, dict[str, OperationChange | None]] = Field(
-        default_factory=dict
-    )
+    class_overrides: dict[str, dict[str, OperationChange | None]] = Field(default_factory=dict)
     preview: int = Field(8, ge=0, description="originals shown in reports/augment_preview.png")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
 

@@ -153,7 +153,8 @@ def test_each_sample_records_its_origin_seed_and_drawn_operations(
             assert 0 <= record["draw"] < record["probability"]
             counts[record["name"]] += 1
         # the record is enough to make the sample again, byte for byte
-        image, again = augment_image(decode(originals[row.origin]), operations[row.label], 11, index)
+        original = decode(originals[row.origin])
+        image, again = augment_image(original, operations[row.label], 11, index)
         assert [a.to_dict() for a in again] == applied
         assert (np.asarray(image) == made[row.id]).all()
     assert counts["rotate"] > counts["zoom"] > 0 and counts["crop_random"] > 0
