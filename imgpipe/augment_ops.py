@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -166,11 +166,9 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 @contextlib.contextmanager
-def seeded_globals(seed: int) -> Iterator[None]:
-    """Seed ``random`` and ``numpy.random`` (which Augmentor draws from), then restore them."""
+def preserved_globals() -> Iterator[None]:
+    """Restore ``random`` and ``numpy.random`` (which Augmentor draws from) afterwards."""
     saved = random.getstate(), np.random.get_state()
-    random.seed(seed)
-    np.random.seed(seed)
     try:
         yield
     finally:
@@ -190,27 +188,46 @@ class Applied:
         return {"name": self.name, "probability": self.probability, "draw": round(self.draw, 6)}
 
 
-def augment_image(
-    image: Image.Image, operations: list[BuiltOperation], seed: int, index: int
-) -> tuple[Image.Image, list[Applied]]:
-    """Apply each operation with its probability; return the image and what was applied.
-
-    The result keeps the input's size and mode, so every augmented sample fits the shards.
-    """
-    own_seed = sample_seed(seed, index)
+def _augment_seeded(
+    image: Image.Image, operations: list[BuiltOperation], own_seed: int
+) -> tuple[Image.Image, int, list[Applied]]:
     # Our own generator decides which operations run, so that decision does not depend on
     # how many numbers an operation happens to draw from the global generators.
     draws = random.Random(own_seed)
+    random.seed(own_seed)
+    np.random.seed(own_seed)
     applied = []
-    result = image
-    with seeded_globals(own_seed):
-        for built in operations:
-            draw = draws.random()
-            if draw < built.probability:
-                result = built.operation.perform_operation([result])[0]
-                applied.append(Applied(built.name, built.probability, draw))
+    # A copy, because some operations (random_erasing) paint into the image they are given.
+    result = image.copy()
+    for built in operations:
+        draw = draws.random()
+        if draw < built.probability:
+            result = built.operation.perform_operation([result])[0]
+            applied.append(Applied(built.name, built.probability, draw))
     if result.mode != image.mode:
         result = result.convert(image.mode)
     if result.size != image.size:
         result = result.resize(image.size, Image.Resampling.LANCZOS)
+    return result, own_seed, applied
+
+
+def augment_copies(
+    image: Image.Image, operations: list[BuiltOperation], seed: int, indices: Iterable[int]
+) -> list[tuple[Image.Image, int, list[Applied]]]:
+    """Samples ``indices`` made from one image, each as (image, its own seed, what applied).
+
+    Each sample's seed derives from (seed, index) alone.
+
+    Each result keeps the input's size and mode, so every augmented sample fits the shards.
+    The caller's global random state is left as it was.
+    """
+    with preserved_globals():
+        return [_augment_seeded(image, operations, sample_seed(seed, i)) for i in indices]
+
+
+def augment_image(
+    image: Image.Image, operations: list[BuiltOperation], seed: int, index: int
+) -> tuple[Image.Image, list[Applied]]:
+    """Apply each operation with its probability; return the image and what was applied."""
+    result, _, applied = augment_copies(image, operations, seed, [index])[0]
     return result, applied

@@ -1,21 +1,25 @@
 """A picture of what the augment params do: originals beside their augmented samples.
 
-Each row is one training image (its class and id under it) followed by samples made from it,
-each titled with the operations that were applied. Drawn with matplotlib's object API (no
-pyplot state) and saved without a timestamp, so equal inputs give equal bytes.
+Each row is one training image (with its class and id) followed by samples made from it, each
+captioned with the operations that were applied. Drawn with Pillow alone: it takes
+milliseconds (a matplotlib grid took seconds, longer than augmenting a small dataset), and
+equal inputs give equal bytes.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-CELL_INCHES = 1.25
+from imgpipe.images import encode_png
+
+CELL = 96  # pixels a sample is scaled up to (nearest neighbour, so pixels stay visible)
+PAD = 6
+LINE = 13
+FONT_SIZE = 11
 
 
 @dataclass
@@ -26,38 +30,40 @@ class PreviewRow:
     samples: list[tuple[bytes, list[str]]] = field(default_factory=list)  # png, operations
 
 
-def _pixels(png: bytes) -> tuple[np.ndarray, str | None]:
-    image = Image.open(io.BytesIO(png))
-    if image.mode == "L":
-        return np.asarray(image), "gray"
-    return np.asarray(image.convert("RGB")), None
-
-
-def _show(axes, png: bytes, title: str, fontsize: float) -> None:
-    pixels, cmap = _pixels(png)
-    axes.imshow(pixels, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
-    axes.set_title(title, fontsize=fontsize)
-    axes.set_xticks([])
-    axes.set_yticks([])
+def _enlarged(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    factor = max(1, math.floor(CELL / max(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def draw_preview(rows: list[PreviewRow]) -> bytes:
-    """PNG bytes of the grid; a single explanatory line when there is nothing to show."""
-    columns = 1 + max((len(row.samples) for row in rows), default=0)
-    height = max(1, len(rows))
-    figure = Figure(figsize=(CELL_INCHES * max(columns, 3), CELL_INCHES * 1.3 * height), dpi=100)
-    FigureCanvasAgg(figure)
+    """PNG bytes of the grid; one explanatory line when there is nothing to show."""
+    font = ImageFont.load_default(FONT_SIZE)
     if not rows:
-        figure.text(0.5, 0.5, "no augmented samples (augment amount is 0)", ha="center")
-    grid = figure.subplots(height, columns, squeeze=False) if rows else []
-    for axes_row, row in zip(grid, rows, strict=False):
-        _show(axes_row[0], row.original, f"{row.label}\n{row.origin[:10]}", 7)
-        axes_row[0].set_xlabel("original", fontsize=7)
-        for axes, (png, operations) in zip(axes_row[1:], row.samples, strict=False):
-            _show(axes, png, "\n".join(operations) or "(none)", 6)
-        for axes in axes_row[1 + len(row.samples) :]:
-            axes.axis("off")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+        canvas = Image.new("RGB", (420, 40), "white")
+        ImageDraw.Draw(canvas).text((PAD, PAD), "no augmented samples", fill="black", font=font)
+        return encode_png(canvas)
+    grid = [
+        [(row.original, [row.label, row.origin[:12], "(original)"])]
+        + [(png, ops or ["(none applied)"]) for png, ops in row.samples]
+        for row in rows
+    ]
+    columns = max(len(cells) for cells in grid)
+    texts = [text for cells in grid for _, caption in cells for text in caption]
+    cell_w = max(CELL, *(_enlarged(row.original).width for row in rows))
+    cell_w = max(cell_w, *(math.ceil(font.getlength(text)) for text in texts))
+    cell_h = max(_enlarged(row.original).height for row in rows)
+    lines = max(len(caption) for cells in grid for _, caption in cells)
+    row_h = cell_h + PAD + LINE * lines + PAD
+    canvas = Image.new("RGB", (columns * (cell_w + PAD) + PAD, len(rows) * row_h + PAD), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, cells in enumerate(grid):
+        top = PAD + r * row_h
+        for c, (png, caption) in enumerate(cells):
+            left = PAD + c * (cell_w + PAD)
+            canvas.paste(_enlarged(png), (left, top))
+            for k, text in enumerate(caption):
+                draw.text((left, top + cell_h + PAD + k * LINE), text, fill="black", font=font)
+        if r:
+            draw.line([(0, top - PAD // 2), (canvas.width, top - PAD // 2)], fill="#cccccc")
+    return encode_png(canvas)

@@ -12,20 +12,24 @@ same on every run and for any number of workers.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 from tqdm import tqdm
 
 from imgpipe import atomic
-from imgpipe.augment_ops import BuiltOperation, augment_image, build_class_operations, sample_seed
+from imgpipe.augment_ops import Applied, BuiltOperation, augment_copies, build_class_operations
 from imgpipe.augment_preview import PreviewRow, draw_preview
 from imgpipe.cli import StageError, run_main, worker_count
-from imgpipe.images import decode, encode_png
+from imgpipe.images import decode
 from imgpipe.parallel import ordered_map
 from imgpipe.params import AugmentParams, load_params
 from imgpipe.shards import (
@@ -64,20 +68,30 @@ def copies_per_origin(train: pd.DataFrame, per_image: int, per_class: int) -> pd
     return copies
 
 
-def plan_samples(origins: pd.DataFrame, copies: pd.Series) -> pd.DataFrame:
-    """One row per augmented sample (index, label, origin), in the order ``origins`` come.
+@dataclass(frozen=True)
+class Batch:
+    """The samples made from one training image: indices ``first`` to ``first + copies - 1``."""
 
-    Copies of one image are consecutive and origins follow their order in the shards, so the
-    stage reads each training image once, as a stream.
+    origin: str
+    label: str
+    first: int
+    copies: int
+
+
+def plan_batches(origins: pd.DataFrame, copies: pd.Series) -> list[Batch]:
+    """One batch per training image that gets samples, in the order ``origins`` come.
+
+    Sample indices run on across batches, so they are fixed by the params and the data alone.
+    Origins follow their order in the shards, so the stage reads each training image once, as
+    a stream, and decodes it once for all its copies.
     """
-    rows = [
-        (label, origin)
-        for origin, label in zip(origins["id"], origins["label"], strict=True)
-        for _ in range(int(copies[origin]))
-    ]
-    plan = pd.DataFrame(rows, columns=["label", "origin"])
-    plan.insert(0, "index", range(len(plan)))
-    return plan
+    batches, first = [], 0
+    for origin, label in zip(origins["id"], origins["label"], strict=True):
+        count = int(copies[origin])
+        if count:
+            batches.append(Batch(origin, label, first, count))
+            first += count
+    return batches
 
 
 def check_no_leak(split_dir: Path, train: pd.DataFrame) -> None:
@@ -107,32 +121,54 @@ def training_origins(prepared_dir: Path, split_dir: Path) -> pd.DataFrame:
     return rows.sort_values(["shard", "offset"], kind="stable").reset_index(drop=True)
 
 
-def _augment_one(
-    operations: dict[str, list[BuiltOperation]], seed: int, task: tuple[bytes, str, int]
-) -> tuple[int, bytes, list[dict]]:
-    data, label, index = task
-    image, applied = augment_image(decode(data), operations[label], seed, index)
-    return index, encode_png(image), [a.to_dict() for a in applied]
+def encode_sample(image: Image.Image) -> bytes:
+    """Lossless PNG, as ``encode_png``, but with zlib's run-length strategy at level 1.
+
+    Measured on 64x64 photo crops: about half the encoding time of level 6 for files about
+    1% larger; encoding was the largest cost of making a sample.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Made:
+    png: bytes
+    seed: int
+    applied: list[Applied]
+
+
+def _augment_batch(
+    operations: dict[str, list[BuiltOperation]], seed: int, task: tuple[bytes, Batch]
+) -> tuple[Batch, list[Made]]:
+    data, batch = task
+    indices = range(batch.first, batch.first + batch.copies)
+    made = augment_copies(decode(data), operations[batch.label], seed, indices)
+    return batch, [Made(encode_sample(image), own, applied) for image, own, applied in made]
 
 
 def _tasks(
-    prepared_dir: Path, origins: pd.DataFrame, plan: pd.DataFrame, keep: set[str], kept: dict
-) -> Iterator[tuple[bytes, str, int]]:
-    """(image bytes, label, sample index) per planned sample; remembers the ``keep`` originals."""
-    by_origin = plan.groupby("origin", sort=False)
-    needed = origins[origins["id"].isin(set(plan["origin"]))]
-    for origin, data in read_images(prepared_dir, needed):
+    prepared_dir: Path, origins: pd.DataFrame, batches: list[Batch], keep: set[str], kept: dict
+) -> Iterator[tuple[bytes, Batch]]:
+    """(image bytes, batch) per batch; remembers the originals in ``keep`` for the preview."""
+    needed = origins[origins["id"].isin({batch.origin for batch in batches})]
+    for batch, (origin, data) in zip(batches, read_images(prepared_dir, needed), strict=True):
+        if origin != batch.origin:  # read_images keeps shard order, as the plan does
+            raise RuntimeError(f"read {origin} where {batch.origin} was planned")
         if origin in keep:
             kept[origin] = data
-        for row in by_origin.get_group(origin).itertuples(index=False):
-            yield data, row.label, row.index
+        yield data, batch
 
 
-def _preview_origins(plan: pd.DataFrame, count: int) -> list[str]:
+def _preview_origins(batches: list[Batch], count: int) -> list[str]:
     """Up to ``count`` origins, taking classes in turn so each class is shown."""
-    firsts = plan.drop_duplicates("origin")
-    ranked = firsts.assign(rank=firsts.groupby("label").cumcount())
-    return ranked.sort_values(["rank", "label", "origin"])["origin"].head(count).tolist()
+    seen: dict[str, int] = {}
+    ranked = []
+    for batch in batches:
+        seen[batch.label] = seen.get(batch.label, 0) + 1
+        ranked.append((seen[batch.label], batch.label, batch.origin))
+    return [origin for *_, origin in sorted(ranked)[:count]]
 
 
 def run(
@@ -147,50 +183,51 @@ def run(
     classes = sorted(origins["label"].unique())
     operations = build_class_operations(params.operations, params.class_overrides, classes)
     amount = (params.per_image, params.per_class) if params.operations else (0, 0)
-    plan = plan_samples(origins, copies_per_origin(origins, *amount))
+    batches = plan_batches(origins, copies_per_origin(origins, *amount))
+    total = sum(batch.copies for batch in batches)
     workers = worker_count(params.workers)
     log.info(
         "making %d samples from %d training images with %d worker(s)",
-        len(plan),
-        plan["origin"].nunique(),
+        total,
+        len(batches),
         workers,
     )
-    shown = _preview_origins(plan, params.preview)
+    shown = _preview_origins(batches, params.preview)
     originals: dict[str, bytes] = {}
-    samples: dict[str, list[tuple[bytes, list[str]]]] = {origin: [] for origin in shown}
+    preview = {origin: [] for origin in shown}
     rows = []
     with atomic.atomic_dir(augmented_dir) as scratch, ShardWriter(scratch, SHARD_SIZE) as out:
-        tasks = _tasks(prepared_dir, origins, plan, set(shown), originals)
-        results = ordered_map(partial(_augment_one, operations, seed), tasks, workers)
-        for row, (index, png, applied) in tqdm(
-            zip(plan.itertuples(index=False), results, strict=True),
-            total=len(plan),
-            desc="augment",
-            unit="img",
-            mininterval=1.0,
-        ):
-            if index != row.index:  # the shards must be read in plan order; never expected
-                raise RuntimeError(f"sample {index} arrived where {row.index} was planned")
-            sample = f"aug-{row.index:07d}"
-            place = out.add(PackedImage(sample, png))
-            rows.append(
-                {
-                    "id": sample,
-                    "label": row.label,
-                    **place,
-                    "origin": row.origin,
-                    "seed": sample_seed(seed, row.index),
-                    "operations": json.dumps(applied, separators=(",", ":")),
-                }
-            )
-            if row.origin in samples and len(samples[row.origin]) < PREVIEW_SAMPLES:
-                samples[row.origin].append((png, [a["name"] for a in applied]))
+        tasks = _tasks(prepared_dir, origins, batches, set(shown), originals)
+        # A small window lets the shards be written while workers make the next samples.
+        results = ordered_map(partial(_augment_batch, operations, seed), tasks, workers, 32)
+        progress = tqdm(total=total, desc="augment", unit="img", mininterval=1.0)
+        for batch, made in results:
+            for index, sample in enumerate(made, start=batch.first):
+                sample_id = f"aug-{index:07d}"
+                rows.append(
+                    {
+                        "id": sample_id,
+                        "label": batch.label,
+                        **out.add(PackedImage(sample_id, sample.png)),
+                        "origin": batch.origin,
+                        "seed": sample.seed,
+                        "operations": json.dumps(
+                            [a.to_dict() for a in sample.applied], separators=(",", ":")
+                        ),
+                    }
+                )
+            if batch.origin in preview:
+                preview[batch.origin] = [
+                    (s.png, [a.name for a in s.applied]) for s in made[:PREVIEW_SAMPLES]
+                ]
+            progress.update(len(made))
+        progress.close()
         out.close()
         write_manifest(scratch, rows, MANIFEST_COLUMNS)
     if preview_path is not None:
-        labels = dict(zip(plan["origin"], plan["label"], strict=False))
-        preview = [PreviewRow(labels[o], o, originals[o], samples[o]) for o in shown]
-        atomic.write_bytes(preview_path, draw_preview(preview))
+        labels = {batch.origin: batch.label for batch in batches}
+        grid = [PreviewRow(labels[o], o, originals[o], preview[o]) for o in shown]
+        atomic.write_bytes(preview_path, draw_preview(grid))
     made = pd.Series([r["label"] for r in rows], dtype=str).value_counts()
     training = origins["label"].value_counts()
     summary = {

@@ -7,12 +7,13 @@ from PIL import Image
 
 from imgpipe.augment_ops import (
     AugmentConfigError,
+    augment_copies,
     augment_image,
     build_class_operations,
     build_operation,
     operation_arguments,
     operation_names,
-    seeded_globals,
+    sample_seed,
 )
 from imgpipe.params import AugmentOperation, ParamsError, parse_params
 from tests.conftest import class_image
@@ -103,15 +104,32 @@ def test_draws_depend_on_seed_and_index_only():
     assert augment_image(image, ops, seed=2, index=7)[0].tobytes() != first.tobytes()
 
 
-def test_seeded_globals_restores_the_callers_generators():
+def test_augmenting_leaves_the_callers_generators_as_they_were():
+    ops = [build_operation(AugmentOperation(name="random_erasing", rectangle_area=0.5))]
     random.seed(5)
     np.random.seed(5)
     expected = random.random(), np.random.random()
     random.seed(5)
     np.random.seed(5)
-    with seeded_globals(99):
-        random.random(), np.random.random()
+    augment_copies(class_image(0, 0), ops, seed=99, indices=range(3))
     assert (random.random(), np.random.random()) == expected
+
+
+def test_copies_of_one_image_equal_samples_made_one_by_one():
+    # random_erasing paints into the image it is given: copies must not see each other's paint
+    ops = [
+        build_operation(AugmentOperation(name="random_erasing", probability=1, rectangle_area=0.4)),
+        build_operation(AugmentOperation(name="flip_random", probability=0.5)),
+    ]
+    image = class_image(1, 3)
+    before = image.tobytes()
+    batch = augment_copies(image, ops, seed=4, indices=range(10, 16))
+    assert image.tobytes() == before
+    for index, (result, own_seed, applied) in zip(range(10, 16), batch, strict=True):
+        single, single_applied = augment_image(image, ops, seed=4, index=index)
+        assert result.tobytes() == single.tobytes() and applied == single_applied
+        assert own_seed == sample_seed(4, index)
+    assert len({result.tobytes() for result, *_ in batch}) == 6
 
 
 def test_probability_zero_never_and_one_always_applies():
