@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -185,7 +186,9 @@ class Applied:
     draw: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "probability": self.probability, "draw": round(self.draw, 6)}
+        # Six decimals, rounded down so that the recorded draw still shows it was below.
+        draw = math.floor(self.draw * 1e6) / 1e6
+        return {"name": self.name, "probability": self.probability, "draw": draw}
 
 
 def _augment_seeded(
@@ -216,10 +219,9 @@ def augment_copies(
 ) -> list[tuple[Image.Image, int, list[Applied]]]:
     """Samples ``indices`` made from one image, each as (image, its own seed, what applied).
 
-    Each sample's seed derives from (seed, index) alone.
-
-    Each result keeps the input's size and mode, so every augmented sample fits the shards.
-    The caller's global random state is left as it was.
+    Each sample's seed derives from (seed, index) alone, so it does not matter which process
+    makes it or what it made before. Each result keeps the input's size and mode, so every
+    augmented sample fits the shards. The caller's global random state is left as it was.
     """
     with preserved_globals():
         return [_augment_seeded(image, operations, sample_seed(seed, i)) for i in indices]

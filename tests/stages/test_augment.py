@@ -279,3 +279,15 @@ def test_bad_overrides_name_what_exists(prepared_dir, split_dir, tmp_path):
             operations=flip,
             class_overrides={"circle": {"flip_left_right": {"angle": 3}}},
         )
+
+
+def test_a_split_older_than_the_prepared_data_is_refused(prepared_dir, split_dir, tmp_path):
+    stale = tmp_path / "stale"
+    shutil.copytree(split_dir, stale)
+    train = read_split(stale, "train")
+    train.loc[0, "id"] = "0123456789abcdef"
+    train.to_csv(stale / "train.csv", index=False)
+    with pytest.raises(
+        augment.StageError, match=r"1 training id\(s\) are not in .*dvc repro split"
+    ):
+        _run(prepared_dir, stale, tmp_path / "aug")
