@@ -40,8 +40,13 @@ def draw_preview(rows: list[PreviewRow]) -> bytes:
     """PNG bytes of the grid; one explanatory line when there is nothing to show."""
     font = ImageFont.load_default(FONT_SIZE)
     if not rows:
-        canvas = Image.new("RGB", (420, 40), "white")
-        ImageDraw.Draw(canvas).text((PAD, PAD), "no augmented samples", fill="black", font=font)
+        canvas = Image.new("RGB", (360, 28), "white")
+        ImageDraw.Draw(canvas).text(
+            (PAD, PAD),
+            "no samples to show (augment amount or preview is 0)",
+            fill="black",
+            font=font,
+        )
         return encode_png(canvas)
     grid = [
         [(row.original, [row.label, row.origin[:12], "(original)"])]
