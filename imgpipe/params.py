@@ -261,7 +261,8 @@ class AugmentParams(Section):
                         f"{label}.{name}: write false to skip {name} for {label}, or a mapping "
                         f"of what changes (probability and/or arguments), not {change!r}"
                     )
-            result[label] = {n: None if c is False else c for n, c in changes.items()}
+            # str(): YAML reads a class named 6 (the digit) as a number
+            result[str(label)] = {n: None if c is False else c for n, c in changes.items()}
         return result
 
     @model_validator(mode="after")

@@ -181,6 +181,20 @@ def test_an_override_changes_only_what_it_names():
     assert built["c"][1].probability == 1 and built["a"][1].probability == 0.5
 
 
+def test_classes_named_by_numbers_can_be_overridden():
+    # digits: a 6 turned upside down reads as a 9
+    params = parse_params(
+        {
+            "augment": {
+                "operations": [{"name": "rotate180", "probability": 0.5}],
+                "class_overrides": {6: {"rotate180": False}, 9: {"rotate180": False}},
+            }
+        }
+    ).augment
+    built = build_class_operations(params.operations, params.class_overrides, ["1", "6", "9"])
+    assert [len(built[label]) for label in ("1", "6", "9")] == [1, 0, 0]
+
+
 def test_params_refuse_two_amounts_repeated_operations_and_true_overrides():
     with pytest.raises(ParamsError, match=r"either per_image .* or per_class"):
         parse_params({"augment": {"per_image": 2, "per_class": 100}})
