@@ -50,6 +50,9 @@ PREVIEW = Path("reports/augment_preview.png")
 MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "seed", "operations"]
 SHARD_SIZE = 4096
 PREVIEW_SAMPLES = 6  # augmented samples shown beside each original
+# Training images handed to the workers at a time: small, so that the shards are written
+# while the workers make the next samples.
+WINDOW = 32
 
 
 def copies_per_origin(train: pd.DataFrame, per_image: int, per_class: int) -> pd.Series:
@@ -198,8 +201,7 @@ def run(
     rows = []
     with atomic.atomic_dir(augmented_dir) as scratch, ShardWriter(scratch, SHARD_SIZE) as out:
         tasks = _tasks(prepared_dir, origins, batches, set(shown), originals)
-        # A small window lets the shards be written while workers make the next samples.
-        results = ordered_map(partial(_augment_batch, operations, seed), tasks, workers, 32)
+        results = ordered_map(partial(_augment_batch, operations, seed), tasks, workers, WINDOW)
         progress = tqdm(total=total, desc="augment", unit="img", mininterval=1.0)
         for batch, made in results:
             for index, sample in enumerate(made, start=batch.first):
