@@ -194,6 +194,11 @@ class PrepareParams(Section):
 class SplitParams(Section):
     val: float = Field(0.15, gt=0, lt=1, description="fraction of samples for validation")
     test: float = Field(0.15, gt=0, lt=1, description="fraction of samples for testing")
+    keep_source_test: bool = Field(
+        False,
+        description="use the source's own test set (manifest column source_split) as the test "
+        "split; val is then a fraction of the rest and test is not used",
+    )
 
     @field_validator("test")
     @classmethod
@@ -217,10 +222,65 @@ class AugmentOperation(BaseModel):
         return dict(self.model_extra or {})
 
 
+class OperationChange(BaseModel):
+    """A per-class change to one operation: a new probability and/or new arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    probability: float | None = Field(None, ge=0, le=1)
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class AugmentParams(Section):
-    per_class: int = Field(0, ge=0, description="extra augmented samples made for each class")
+    per_image: int = Field(0, ge=0, description="augmented samples made from each training image")
+    per_class: int = Field(
+        0, ge=0, description="fill each class up to this many training images (balances classes)"
+    )
     operations: list[AugmentOperation] = Field(default_factory=list)
+    # class name -> operation name -> None (written false: skip it for that class) or changes
+    class_overrides: dict[str, dict[str, OperationChange | None]] = Field(default_factory=dict)
+    preview: int = Field(8, ge=0, description="originals shown in reports/augment_preview.png")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
+
+    @field_validator("class_overrides", mode="before")
+    @classmethod
+    def _false_or_changes(cls, overrides: Any) -> Any:
+        # Checked here so the message says what to write, not which union member failed.
+        if not isinstance(overrides, dict):
+            return overrides
+        result = {}
+        for label, changes in overrides.items():
+            if not isinstance(changes, dict):
+                raise ValueError(f"{label}: give a mapping of operation name to false or changes")
+            for name, change in changes.items():
+                if change is not False and not isinstance(change, dict):
+                    raise ValueError(
+                        f"{label}.{name}: write false to skip {name} for {label}, or a mapping "
+                        f"of what changes (probability and/or arguments), not {change!r}"
+                    )
+            # str(): YAML reads a class named 6 (the digit) as a number
+            result[str(label)] = {n: None if c is False else c for n, c in changes.items()}
+        return result
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> AugmentParams:
+        if self.per_image and self.per_class:
+            raise ValueError(
+                "set either per_image (samples from each training image) or per_class (a "
+                f"target count per class), not both (got per_image={self.per_image}, "
+                f"per_class={self.per_class}); set the other to 0"
+            )
+        names = [op.name for op in self.operations]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"operations lists {', '.join(repeated)} more than once; give each operation "
+                "once (class_overrides refer to operations by name)"
+            )
+        return self
 
 
 class TrainParams(Section):

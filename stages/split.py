@@ -2,11 +2,17 @@
 
 Splitting happens on duplicate groups, not on single images, so two copies of one picture
 can never sit on both sides of the train / test line.
+
+A source that brings its own test set (CIFAR-10's test batch) marks its images in the
+prepared manifest's ``source_split`` column (``train`` / ``test``; empty when the source has no
+split of its own). With ``split.keep_source_test`` that test set is the test split, and the
+rest is split into train and val.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -23,32 +29,70 @@ PREPARED_DIR = Path("data/prepared")
 SPLIT_DIR = Path("data/split")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_COLUMNS = ["id", "label", "group"]
+SOURCE_SPLIT = "source_split"  # prepared manifest column: the source's own split, if any
 
 
-def _check_splittable(groups: pd.DataFrame, params: SplitParams) -> None:
-    # Each class needs a group for each of the three splits, and enough that the smallest
+def _check_splittable(groups: pd.DataFrame, fractions: dict[str, float]) -> None:
+    # Each class needs a group for each split it is cut into, and enough that the smallest
     # fraction still rounds to one.
-    needed = max(3, int(-(-1 // min(params.val, params.test, 1 - params.val - params.test))))
+    smallest = min(*fractions.values(), 1 - sum(fractions.values()))
+    needed = max(len(fractions) + 1, math.ceil(1 / smallest - 1e-9))
     sizes = groups["label"].value_counts()
     small = sizes[sizes < needed]
     if not small.empty:
         listing = ", ".join(f"{label!r} has {n}" for label, n in sorted(small.items()))
+        asked = " and ".join(f"{name}={value}" for name, value in fractions.items())
         raise StageError(
             f"too few distinct images to split: {listing}; each class needs at least {needed} "
-            f"for val={params.val} and test={params.test}. Add images, or raise the fractions."
+            f"for {asked} (copies of one image count once). Add images to those classes, or "
+            "raise the fractions."
         )
+
+
+def _stratified(groups: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, ...]:
+    try:
+        return tuple(
+            train_test_split(
+                groups, test_size=fraction, stratify=groups["label"], random_state=seed
+            )
+        )
+    except ValueError as err:  # the size checks above make this rare: many tiny classes
+        raise StageError(f"cannot split the classes in proportion: {err}") from None
+
+
+def _group_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per duplicate group, with its label, in a fixed order."""
+    return manifest.drop_duplicates("group")[["group", "label"]].sort_values("group")
+
+
+def source_test_groups(manifest: pd.DataFrame) -> set[str]:
+    """Groups with any image in the source's own test set; the whole group goes to test."""
+    if SOURCE_SPLIT not in manifest.columns:
+        marked = pd.Series(False, index=manifest.index)
+    else:
+        marked = manifest[SOURCE_SPLIT].fillna("").astype(str) == "test"
+    if not marked.any():
+        raise StageError(
+            "split.keep_source_test is true, but the source has no test set of its own (no "
+            f"row of the prepared manifest.csv has {SOURCE_SPLIT} 'test'). Set "
+            "split.keep_source_test: false to cut a test split from the images instead."
+        )
+    return set(manifest.loc[marked, "group"])
 
 
 def assign_splits(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.Series:
     """The split name of each manifest row, decided per duplicate group."""
-    groups = manifest.drop_duplicates("group")[["group", "label"]].sort_values("group")
-    _check_splittable(groups, params)
-    rest, test = train_test_split(
-        groups, test_size=params.test, stratify=groups["label"], random_state=seed
-    )
-    train, val = train_test_split(
-        rest, test_size=params.val / (1 - params.test), stratify=rest["label"], random_state=seed
-    )
+    if params.keep_source_test:
+        test_groups = source_test_groups(manifest)
+        rest = _group_table(manifest[~manifest["group"].isin(test_groups)])
+        _check_splittable(rest, {"val": params.val})
+        train, val = _stratified(rest, params.val, seed)
+        test = _group_table(manifest[manifest["group"].isin(test_groups)])
+    else:
+        groups = _group_table(manifest)
+        _check_splittable(groups, {"val": params.val, "test": params.test})
+        rest, test = _stratified(groups, params.test, seed)
+        train, val = _stratified(rest, params.val / (1 - params.test), seed)
     names = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         names.update(dict.fromkeys(part["group"], name))
@@ -68,7 +112,21 @@ def run(params: SplitParams, seed: int, prepared_dir: Path, split_dir: Path) -> 
                 "per_class": rows["label"].value_counts().sort_index().to_dict(),
             }
     log.info("train %d, val %d, test %d images", *(summary[n]["images"] for n in SPLIT_NAMES))
+    if params.keep_source_test:
+        summary["moved_to_test"] = _report_source_test(manifest, splits)
     return summary
+
+
+def _report_source_test(manifest: pd.DataFrame, splits: pd.Series) -> int:
+    """Log what keeping the source's test set did; return how many images it moved to test."""
+    log.info("test split: the source's own test set (split.test is not used)")
+    moved = int(((manifest[SOURCE_SPLIT] != "test") & (splits == "test")).sum())
+    if moved:
+        log.info("%d image(s) outside the source's test set copy a test image: in test", moved)
+    missing = sorted(set(manifest["label"]) - set(manifest.loc[splits == "test", "label"]))
+    if missing:
+        log.warning("the source's test set has no image of %s", ", ".join(missing))
+    return moved
 
 
 def main() -> None:

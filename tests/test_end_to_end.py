@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = {
     "prepare": {"size": [16, 16]},
-    "augment": {"per_class": 10},
+    "augment": {"per_class": 140},  # a target per class: digits has about 125 to train on
     "train": {"epochs": 3, "batch_size": 64},
 }
 
@@ -160,7 +160,7 @@ def test_queued_sweep_runs_with_two_workers_and_lists_every_run(project):
 
 
 def test_changing_an_augment_param_reruns_augment_and_downstream_only(project):
-    set_params(project, {"augment": {"per_class": 12}})
+    set_params(project, {"augment": {"per_class": 150}})
     output = _run(["dvc", "repro"], project)
     assert _stages_run(output) == {"augment", "train", "evaluate"}
 
