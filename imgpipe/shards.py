@@ -88,7 +88,9 @@ def read_manifest(directory: Path | str) -> pd.DataFrame:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the stage that writes it (dvc repro)")
-    return pd.read_csv(path, dtype={"id": str, "label": str, "origin": str}, keep_default_na=False)
+    return pd.read_csv(
+        path, dtype={"id": str, "label": str, "origin": str, "group": str}, keep_default_na=False
+    )
 
 
 def read_split(split_dir: Path | str, name: str) -> pd.DataFrame:

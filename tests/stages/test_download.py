@@ -571,25 +571,16 @@ def test_keys_another_source_reads_are_refused():
 @pytest.mark.slow
 def test_archive_source_through_dvc_repro(server, tmp_path):
     """The real pipeline in a copy of the project, fed by an archive on the local server."""
-    import shutil
-
-    from tests.conftest import REPO_ROOT
-    from tests.test_end_to_end import SMALL, _project_files, _run, _set_params, _stages_run
+    from benchmarks.project import copy_project, set_params
+    from tests.test_end_to_end import SMALL, _run, _stages_run
 
     members = {
         f"shapes/{name}/{i:02d}.png": png(k, i) for k, name in enumerate("abc") for i in range(20)
     }
     data = make_zip(members)
     server.behaviour.files["/shapes.zip"] = data
-    project = tmp_path / "project"
-    for name in _project_files():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, project / name)
     download_params = {"source": "archive", "url": server.url("/shapes.zip"), "sha256": sha(data)}
-    _set_params(project, {**SMALL, "download": download_params})
-    _run(["git", "init", "-q", "-b", "main"], project)
-    _run(["git", "add", "-A"], project)
-    _run(["git", "commit", "-q", "-m", "copy"], project)
+    project = copy_project(tmp_path / "project", {**SMALL, "download": download_params})
 
     output = _run(["dvc", "repro"], project)
     assert _stages_run(output) == {"download", "prepare", "split", "augment", "train", "evaluate"}
@@ -599,7 +590,7 @@ def test_archive_source_through_dvc_repro(server, tmp_path):
     fetched = len(server.behaviour.requests)
 
     # A setting that does not change the data reruns download only, from the verified copy.
-    _set_params(project, {"download": {**download_params, "timeout": 30}})
+    set_params(project, {"download": {**download_params, "timeout": 30}})
     output = _run(["dvc", "repro"], project)
     assert _stages_run(output) == {"download"}
     assert len(server.behaviour.requests) == fetched
