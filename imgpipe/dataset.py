@@ -1,35 +1,116 @@
-"""tf.data input streamed from tar shards: shards are read whole, images sliced out by offset.
+"""tf.data input streamed from tar shards, one image read at a time by its manifest offset.
 
-Only a few shards are in memory at a time (``cycle_length``), decoding runs in parallel TF ops
-outside the GIL, and batches are prefetched, so input keeps up with training on any dataset
-size. Pixels reach the model as uint8; scaling is a layer inside the model, so ``predict``
-feeds exactly what training fed.
+Only the index (shard, offset, length, label: a few dozen bytes per image) is held in memory;
+image bytes are read just before they are decoded, so memory stays flat however large the
+dataset grows. Every training epoch reads the images in a fresh seeded permutation of the
+whole dataset: shards are written class by class, so shuffling whole shards or a window of
+them would feed the network long runs of one class. Reads are grouped in chunks (sorted by
+position within a chunk, so the disk sees mostly forward reads), PNG decoding runs in
+parallel TF ops outside the GIL, and batches are prefetched. Pixels reach the model as uint8;
+scaling is a layer inside the model, so ``predict`` feeds exactly what training fed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+CHUNK = 256  # images read per generator call: amortizes the Python step, keeps memory small
 
-def _shard_table(directory: Path, rows: pd.DataFrame, class_index: dict[str, int]):
-    """Per shard: its path and the offsets, lengths and labels of the wanted images."""
-    paths, offsets, lengths, labels = [], [], [], []
-    for shard, group in rows.groupby("shard", sort=True):
-        group = group.sort_values("offset")
-        paths.append(str(Path(directory) / str(shard)))
-        offsets.append(group["offset"].to_numpy(np.int64))
-        lengths.append(group["length"].to_numpy(np.int64))
-        labels.append(group["label"].map(class_index).to_numpy(np.int64))
-    return (
-        tf.constant(paths),
-        tf.ragged.constant(offsets, dtype=tf.int64),
-        tf.ragged.constant(lengths, dtype=tf.int64),
-        tf.ragged.constant(labels, dtype=tf.int64),
-    )
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """Where each sample's encoded bytes are, and its class index."""
+
+    paths: tuple[str, ...]
+    shard: np.ndarray  # index into paths
+    offset: np.ndarray
+    length: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        return np.bincount(self.label, minlength=num_classes)
+
+
+def sample_index(
+    sources: list[tuple[Path, pd.DataFrame]], class_index: dict[str, int]
+) -> SampleIndex:
+    """The manifest rows of each shard directory, in the order given."""
+    paths: list[str] = []
+    shard, offset, length, label = [], [], [], []
+    for directory, rows in sources:
+        if not len(rows):
+            continue
+        names = sorted(rows["shard"].astype(str).unique())
+        position = {name: len(paths) + i for i, name in enumerate(names)}
+        paths += [str(Path(directory) / name) for name in names]
+        shard.append(rows["shard"].astype(str).map(position).to_numpy(np.int64))
+        offset.append(rows["offset"].to_numpy(np.int64))
+        length.append(rows["length"].to_numpy(np.int64))
+        label.append(rows["label"].map(class_index).to_numpy(np.int64))
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    return SampleIndex(tuple(paths), joined(shard), joined(offset), joined(length), joined(label))
+
+
+def epoch_order(size: int, seed: int | None, epoch: int) -> np.ndarray:
+    """The reading order of one epoch: a permutation keyed by (seed, epoch), or as listed.
+
+    Keyed by the epoch number rather than drawn from a running generator, so a run resumed
+    at epoch 3 reads epoch 3 in the same order an uninterrupted run would.
+    """
+    if seed is None:
+        return np.arange(size)
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def _read_chunks(
+    index: SampleIndex, order: np.ndarray, chunk: int = CHUNK
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    handles: dict[int, object] = {}
+    try:
+        for start in range(0, len(order), chunk):
+            picked = order[start : start + chunk]
+            data = np.empty(len(picked), dtype=object)
+            for i in np.lexsort((index.offset[picked], index.shard[picked])):
+                sample = picked[i]
+                shard = int(index.shard[sample])
+                if shard not in handles:
+                    handles[shard] = open(index.paths[shard], "rb")  # noqa: SIM115
+                handle = handles[shard]
+                handle.seek(int(index.offset[sample]))
+                data[i] = handle.read(int(index.length[sample]))
+            yield data, index.label[picked]
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _encoded_epoch(index: SampleIndex, seed: int | None, epoch) -> tf.data.Dataset:
+    """(png bytes, label) of one epoch; ``epoch`` may be a tensor (inside flat_map)."""
+
+    @tf.autograph.experimental.do_not_convert
+    def chunks(epoch_value):
+        yield from _read_chunks(index, epoch_order(len(index), seed, int(epoch_value)))
+
+    return tf.data.Dataset.from_generator(
+        chunks,
+        args=(epoch,),
+        output_signature=(
+            tf.TensorSpec(shape=(None,), dtype=tf.string),
+            tf.TensorSpec(shape=(None,), dtype=tf.int64),
+        ),
+    ).unbatch()
 
 
 def encoded_images(
@@ -37,30 +118,25 @@ def encoded_images(
     class_index: dict[str, int],
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """(png bytes, label) for the given manifest rows of each shard directory."""
-    tables = [_shard_table(d, rows, class_index) for d, rows in sources if len(rows)]
-    paths = tf.concat([t[0] for t in tables], axis=0)
-    offsets, lengths, labels = (tf.concat([t[i] for t in tables], axis=0) for i in (1, 2, 3))
-    shards = tf.data.Dataset.from_tensor_slices((paths, offsets, lengths, labels))
-    if shuffle_seed is not None:
-        shards = shards.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    """(png bytes, label) for the given manifest rows of each shard directory, one pass.
 
-    def images_of(path, offset, length, label):
-        content = tf.io.read_file(path)
-        return tf.data.Dataset.from_tensor_slices(
-            (tf.strings.substr(content, offset, length), label)
-        )
-
-    images = shards.interleave(
-        images_of,
-        cycle_length=4,
-        block_length=16,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    In manifest order, or in the seeded order of epoch 0 when ``shuffle_seed`` is given.
+    """
+    index = sample_index(sources, class_index)
+    images = _encoded_epoch(index, shuffle_seed, 0)
     # A known length lets Keras show progress and size the first epoch without a warning.
-    total = sum(len(rows) for _, rows in sources)
-    return images.apply(tf.data.experimental.assert_cardinality(total))
+    return images.apply(tf.data.experimental.assert_cardinality(len(index)))
+
+
+def _decoder(channels: int, size: tuple[int, int] | None):
+    def decode(data, label):
+        pixels = tf.io.decode_png(data, channels=channels)
+        if size is not None:
+            width, height = size
+            pixels = tf.ensure_shape(pixels, (height, width, channels))
+        return pixels, label
+
+    return decode
 
 
 def image_batches(
@@ -69,15 +145,47 @@ def image_batches(
     batch_size: int,
     shuffle_buffer: int | None = None,
     seed: int | None = None,
+    size: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
+    """Decoded uint8 batches of (pixels, label); ``size`` is (width, height) when known."""
     if shuffle_buffer:
         encoded = encoded.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-
-    def decode(data, label):
-        return tf.io.decode_png(data, channels=channels), label
-
     return (
-        encoded.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        encoded.map(
+            _decoder(channels, size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def training_batches(
+    index: SampleIndex,
+    channels: int,
+    size: tuple[int, int],
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+) -> tf.data.Dataset:
+    """Batches of epochs ``first_epoch`` .. ``epochs - 1`` as one stream.
+
+    Each epoch is batched on its own, so the last, smaller batch of an epoch never mixes with
+    the next one and ``ceil(len(index) / batch_size)`` steps make exactly one epoch.
+    """
+    decode = _decoder(channels, size)
+
+    @tf.autograph.experimental.do_not_convert
+    def one_epoch(epoch):
+        return (
+            _encoded_epoch(index, seed, epoch)
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+        )
+
+    epochs_left = tf.data.Dataset.range(first_epoch, epochs)
+    return epochs_left.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(index: SampleIndex, batch_size: int) -> int:
+    return -(-len(index) // batch_size)

@@ -1,8 +1,9 @@
-"""Keras models built from a layer list; the classic tutorial networks are presets.
+"""Keras models built from a checked layer list (see ``imgpipe.layers``).
 
-A model is a list of layer specs such as ``{type: conv, filters: 32, kernel: 3}``. Inputs are
-uint8 pixels; the first layer scales them to [0, 1], so whatever feeds the model (training,
-evaluation, predict) hands it the very pixels ``prepare`` stored.
+Inputs are uint8 pixels; the first layer scales them to [0, 1], so whatever feeds the model
+(training, evaluation, predict) hands it the very pixels ``prepare`` stored. Optional
+augmentation layers sit right after the scaling: Keras runs them in training only, so the
+saved model predicts on untouched images.
 """
 
 from __future__ import annotations
@@ -12,100 +13,117 @@ from typing import Any
 import keras
 from keras import layers
 
-PRESETS: dict[str, list[dict[str, Any]]] = {
-    # Three conv layers of 16/32/64 filters, each followed by max pooling, then dense 1024.
-    "three_conv": [
-        {"type": "conv", "filters": 16, "kernel": 5},
-        {"type": "max_pool", "size": 2},
-        {"type": "conv", "filters": 32, "kernel": 4},
-        {"type": "max_pool", "size": 2},
-        {"type": "conv", "filters": 64, "kernel": 3},
-        {"type": "max_pool", "size": 2},
-        {"type": "flatten"},
-        {"type": "dense", "units": 1024},
-        {"type": "dropout", "rate": 0.3},
-    ],
-    # The CIFAR-10 tutorial network: conv 32-64-128 with pooling and dropout, dense 1024, 128.
-    "cifar": [
-        {"type": "conv", "filters": 32, "kernel": 3},
-        {"type": "max_pool", "size": 2},
-        {"type": "conv", "filters": 64, "kernel": 3},
-        {"type": "max_pool", "size": 2},
-        {"type": "conv", "filters": 128, "kernel": 3},
-        {"type": "max_pool", "size": 2},
-        {"type": "dropout", "rate": 0.3},
-        {"type": "flatten"},
-        {"type": "dense", "units": 1024},
-        {"type": "dropout", "rate": 0.3},
-        {"type": "dense", "units": 128},
-    ],
-    # VGG-like: two conv 32, pool, dropout, two conv 64, pool, dropout, dense 1024, dropout.
-    "vgg_like": [
-        {"type": "conv", "filters": 32, "kernel": 3},
-        {"type": "conv", "filters": 32, "kernel": 3},
-        {"type": "max_pool", "size": 2},
-        {"type": "dropout", "rate": 0.25},
-        {"type": "conv", "filters": 64, "kernel": 3},
-        {"type": "conv", "filters": 64, "kernel": 3},
-        {"type": "max_pool", "size": 2},
-        {"type": "dropout", "rate": 0.25},
-        {"type": "flatten"},
-        {"type": "dense", "units": 1024},
-        {"type": "dropout", "rate": 0.5},
-    ],
-}
+from imgpipe.layers import (
+    PRESETS,
+    LayerListError,
+    check_augmentation,
+    output_shapes,
+    resolve,
+)
+
+__all__ = ["PRESETS", "LayerListError", "build_model"]
 
 
-class ModelConfigError(ValueError):
-    """A layer list that cannot be built; the message names the layer and the fix."""
+def _activation(name: str) -> str | None:
+    return None if name == "linear" else name
 
 
-def _layer(spec: dict[str, Any]) -> keras.Layer:
-    kind = spec.get("type")
-    if kind == "conv":
-        return layers.Conv2D(
-            spec["filters"],
-            spec.get("kernel", 3),
-            strides=spec.get("stride", 1),
-            padding="same",
-            activation=spec.get("activation", "relu"),
-        )
-    if kind == "max_pool":
-        return layers.MaxPooling2D(spec.get("size", 2), padding="same")
-    if kind == "avg_pool":
-        return layers.AveragePooling2D(spec.get("size", 2), padding="same")
-    if kind == "bn":
-        return layers.BatchNormalization()
-    if kind == "relu":
-        return layers.ReLU()
-    if kind == "dropout":
-        return layers.Dropout(spec.get("rate", 0.5))
-    if kind == "flatten":
-        return layers.Flatten()
-    if kind == "global_avg_pool":
-        return layers.GlobalAveragePooling2D()
-    if kind == "dense":
-        return layers.Dense(spec["units"], activation=spec.get("activation", "relu"))
-    raise ModelConfigError(
-        f"unknown layer type {kind!r}; valid: avg_pool, bn, conv, dense, dropout, flatten, "
-        "global_avg_pool, max_pool, relu"
+def _conv(spec: dict[str, Any]) -> keras.Layer:
+    return layers.Conv2D(
+        spec["filters"],
+        spec["kernel"],
+        strides=spec["stride"],
+        padding=spec["padding"],
+        activation=_activation(spec["activation"]),
     )
 
 
-def layer_list(model: str) -> list[dict[str, Any]]:
-    if model not in PRESETS:
-        raise ModelConfigError(
-            f"train.model: unknown model {model!r}; presets: {', '.join(sorted(PRESETS))}"
-        )
-    return PRESETS[model]
+def _pool(spec: dict[str, Any]) -> keras.Layer:
+    pool = layers.MaxPooling2D if spec["type"] == "max_pool" else layers.AveragePooling2D
+    return pool(spec["size"], strides=spec["stride"] or spec["size"], padding=spec["padding"])
 
 
-def build_model(model: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def _bottleneck(x, depths: list[int], stride: int):
+    """1x1 -> 3x3 -> 1x1 with batch norm; the shortcut is projected when the shape changes."""
+    a, b, c = depths
+    shortcut = x
+    if stride != 1 or x.shape[-1] != c:
+        shortcut = layers.Conv2D(c, 1, strides=stride, use_bias=False)(x)
+        shortcut = layers.BatchNormalization()(shortcut)
+    y = layers.Conv2D(a, 1, strides=stride, use_bias=False)(x)
+    y = layers.ReLU()(layers.BatchNormalization()(y))
+    y = layers.Conv2D(b, 3, padding="same", use_bias=False)(y)
+    y = layers.ReLU()(layers.BatchNormalization()(y))
+    y = layers.Conv2D(c, 1, use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def _apply(spec: dict[str, Any], x):
+    kind = spec["type"]
+    if kind == "res_131":
+        return _bottleneck(x, spec["depths"], spec["stride"])
+    if kind == "conv":
+        return _conv(spec)(x)
+    if kind in ("max_pool", "avg_pool"):
+        return _pool(spec)(x)
+    simple = {
+        "bn": layers.BatchNormalization,
+        "relu": layers.ReLU,
+        "flatten": layers.Flatten,
+        "global_avg_pool": layers.GlobalAveragePooling2D,
+    }
+    if kind in simple:
+        return simple[kind]()(x)
+    if kind == "dropout":
+        return layers.Dropout(spec["rate"])(x)
+    if kind == "dense":
+        return layers.Dense(spec["units"], activation=_activation(spec["activation"]))(x)
+    raise LayerListError(f"no builder for layer type {kind!r}")  # schema and builder disagree
+
+
+def _augmentation_layer(spec: dict[str, Any]) -> keras.Layer:
+    kind = spec["type"]
+    if kind == "flip":
+        mode = {"both": "horizontal_and_vertical"}.get(spec["mode"], spec["mode"])
+        return layers.RandomFlip(mode)
+    factor = spec.get("factor")
+    if kind == "rotation":
+        return layers.RandomRotation(factor, fill_mode="nearest")
+    if kind == "zoom":
+        return layers.RandomZoom(factor, fill_mode="nearest")
+    if kind == "translation":
+        return layers.RandomTranslation(factor, factor, fill_mode="nearest")
+    if kind == "contrast":
+        return layers.RandomContrast(factor, value_range=(0, 1))
+    if kind == "brightness":
+        return layers.RandomBrightness(factor, value_range=(0, 1))
+    raise LayerListError(f"no builder for augmentation type {kind!r}")
+
+
+def build_model(
+    model: str | list[dict[str, Any]],
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    augmentation: list[dict[str, Any]] | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """A preset name or a layer list -> an uncompiled model ending in a softmax over classes.
+
+    The list is checked against the input shape first, so a network too deep for the image
+    size fails with a message naming the layer, before Keras builds anything.
+    """
+    specs = resolve(model)
+    output_shapes(specs, input_shape)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0 / 255)(inputs)
-    for spec in layer_list(model):
-        x = _layer(spec)(x)
+    for spec in check_augmentation(augmentation or []):
+        x = _augmentation_layer(spec)(x)
+    for spec in specs:
+        x = _apply(spec, x)
     if len(x.shape) > 2:  # a list that ends on feature maps still needs a classifier head
         x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=model)
+    # float32 probabilities even under mixed precision: softmax in float16 loses small classes
+    head = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")
+    default_name = model if isinstance(model, str) else "custom"
+    return keras.Model(inputs, head(x), name=name or default_name)

@@ -283,12 +283,61 @@ class AugmentParams(Section):
         return self
 
 
+class EarlyStopping(Section):
+    patience: int = Field(0, ge=0, description="epochs without improvement; 0 turns it off")
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+
+
 class TrainParams(Section):
-    model: str = "three_conv"
+    model: str | list[dict[str, Any]] = Field(
+        "three_conv", description="a preset name or a layer list (see imgpipe/layers.py)"
+    )
+    augmentation: list[dict[str, Any]] = Field(
+        default_factory=list, description="Keras random layers applied in training only"
+    )
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     lr: float = Field(0.001, gt=0, le=10)
+    schedule: Literal["constant", "cosine", "reduce_on_plateau"] = "constant"
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="reduce_on_plateau: lr factor")
+    plateau_patience: int = Field(2, ge=1, description="reduce_on_plateau: epochs to wait")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
-    shuffle_buffer: int = Field(4096, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
+    early_stopping: EarlyStopping = EarlyStopping()
+    mixed_precision: bool = False
+    tensorboard: bool = False
+    strategy: Literal["default", "mirrored"] = "default"
+
+    @field_validator("model")
+    @classmethod
+    def _known_layers(cls, model: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        from imgpipe.layers import LayerListError, resolve
+
+        try:
+            resolve(model)
+        except LayerListError as err:
+            raise ValueError(str(err)) from None
+        return model
+
+    @field_validator("augmentation")
+    @classmethod
+    def _known_augmentation(cls, augmentation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from imgpipe.layers import LayerListError, check_augmentation
+
+        try:
+            check_augmentation(augmentation)
+        except LayerListError as err:
+            raise ValueError(str(err)) from None
+        return augmentation
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, weights: str | dict[str, float]) -> str | dict[str, float]:
+        if isinstance(weights, dict) and any(w <= 0 for w in weights.values()):
+            raise ValueError("every class weight must be above 0")
+        return weights
 
 
 class EvaluateParams(Section):
@@ -347,7 +396,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         else:
-            message = f"{error['msg']} (got {error.get('input')!r})"
+            shown = repr(error.get("input"))
+            shown = shown if len(shown) <= 120 else shown[:117] + "..."  # long layer lists
+            message = f"{error['msg']} (got {shown})"
         allowed = _describe_allowed(error)
         lines.append(f"  {key}: {message}" + (f"; {allowed}" if allowed else ""))
     return "\n".join(lines)

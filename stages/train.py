@@ -2,20 +2,26 @@
 
 Inputs are the training split of ``data/prepared`` plus every sample of ``data/augmented``;
 validation uses the val split. ``data/model/`` receives the model and everything needed to
-use it later: class names, the image standard, and the resolved params.
+use it later: class names, the image standard, and the resolved params (the full layer list
+of a preset included). A killed run resumes at its next epoch when rerun with the same params
+and inputs; the backup that makes this possible lives outside DVC's outputs and is removed
+once the model is written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from imgpipe import atomic
-from imgpipe.cli import run_main
+from imgpipe.cli import StageError, run_main
+from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.params import TrainParams, load_params
-from imgpipe.shards import read_manifest, read_split
+from imgpipe.shards import MANIFEST, read_manifest, read_split
 
 log = logging.getLogger("imgpipe.train")
 
@@ -24,10 +30,109 @@ SPLIT_DIR = Path("data/split")
 AUGMENTED_DIR = Path("data/augmented")
 MODEL_DIR = Path("data/model")
 LIVE_DIR = Path("reports/train")
+BACKUP_ROOT = Path(".train-backup")
+TENSORBOARD_DIR = Path("logs/tensorboard")
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
 STANDARD_FILE = "preprocessing.json"
 PARAMS_FILE = "params.json"
+
+
+def _split_rows(prepared, split_dir: Path, name: str):
+    return prepared[prepared["id"].isin(read_split(split_dir, name)["id"])]
+
+
+def _class_weights(params: TrainParams, classes: list[str], counts) -> list[float]:
+    """One loss weight per class index; 'balanced' weighs each class by total / (k * count)."""
+    if params.class_weights == "none":
+        return [1.0] * len(classes)
+    if params.class_weights == "balanced":
+        total = float(sum(counts))
+        return [total / (len(classes) * max(int(n), 1)) for n in counts]
+    unknown = sorted(set(params.class_weights) - set(classes))
+    if unknown:
+        raise StageError(
+            f"train.class_weights names unknown class(es) {unknown}; classes: {classes}"
+        )
+    return [float(params.class_weights.get(name, 1.0)) for name in classes]
+
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()  # every local GPU, or the CPU if there is none
+    return tf.distribute.get_strategy()
+
+
+@contextmanager
+def _precision(mixed: bool):
+    """mixed_float16 for the run only, so later models in the same process are unaffected."""
+    import keras
+    import tensorflow as tf
+
+    previous = keras.mixed_precision.global_policy().name
+    if mixed:
+        if not tf.config.list_physical_devices("GPU"):
+            log.warning("train.mixed_precision is on without a GPU: expect slower training")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _optimizer(params: TrainParams, steps: int):
+    import keras
+
+    lr = params.lr
+    if params.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(params.lr, decay_steps=steps * params.epochs)
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=params.momentum)
+    return keras.optimizers.Adam(lr)
+
+
+def _live_logger(live):
+    import keras
+    from dvclive.utils import standardize_metric_name
+
+    class LiveLogger(keras.callbacks.Callback):
+        """dvclive per epoch, at the epoch's own step, so a resumed run continues the curves."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            live.step = epoch
+            for name, value in (logs or {}).items():
+                live.log_metric(standardize_metric_name(name, "dvclive.keras"), float(value))
+            live.next_step()
+
+    return LiveLogger()
+
+
+def _callbacks(params: TrainParams, live, backup, live_dir: Path, tensorboard_dir: Path | None):
+    import keras
+
+    callbacks = [_live_logger(live), backup.live_callback(live_dir), backup.keras_callback()]
+    if params.schedule == "reduce_on_plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=params.plateau_factor,
+                patience=params.plateau_patience,
+            )
+        )
+    if params.early_stopping.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=params.early_stopping.monitor,
+                patience=params.early_stopping.patience,
+                restore_best_weights=True,
+                verbose=1,
+            )
+        )
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+    return callbacks
 
 
 def run(
@@ -38,14 +143,28 @@ def run(
     augmented_dir: Path,
     model_dir: Path,
     live_dir: Path,
+    backup_root: Path | None = None,
+    tensorboard_root: Path | None = None,
+    extra_callbacks: list | None = None,
 ) -> dict:
+    """Train, write ``model_dir`` atomically, return a summary.
+
+    ``backup_root`` defaults to ``.train-backup`` beside ``model_dir``; ``extra_callbacks``
+    are Keras callbacks run after the stage's own.
+    """
     import keras  # imported here: TensorFlow takes seconds to load
     import tensorflow as tf
     from dvclive import Live
-    from dvclive.keras import DVCLiveCallback
 
-    from imgpipe.dataset import encoded_images, image_batches
+    from imgpipe.dataset import (
+        encoded_images,
+        image_batches,
+        sample_index,
+        steps_per_epoch,
+        training_batches,
+    )
     from imgpipe.models import build_model
+    from imgpipe.resume import Backup, backup_key
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -53,63 +172,131 @@ def run(
     info = json.loads((prepared_dir / "info.json").read_text(encoding="utf-8"))
     classes, standard = info["classes"], info["standard"]
     class_index = {name: i for i, name in enumerate(classes)}
-    prepared = read_manifest(prepared_dir)
-    train_rows = prepared[prepared["id"].isin(read_split(split_dir, "train")["id"])]
-    val_rows = prepared[prepared["id"].isin(read_split(split_dir, "val")["id"])]
-    augmented = read_manifest(augmented_dir)
-    train_count = len(train_rows) + len(augmented)
-
     channels = int(standard["channels"])
-    train_data = image_batches(
-        encoded_images(
-            [(prepared_dir, train_rows), (augmented_dir, augmented)], class_index, shuffle_seed=seed
-        ),
+    size = (int(standard["width"]), int(standard["height"]))
+    input_shape = (size[1], size[0], channels)
+    try:
+        layers = resolve(params.model)
+        output_shapes(layers, input_shape)
+        augmentation = check_augmentation(params.augmentation)
+    except LayerListError as err:
+        raise StageError(f"train.model: {err}") from None
+
+    prepared = read_manifest(prepared_dir)
+    val_rows = _split_rows(prepared, split_dir, "val")
+    augmented = read_manifest(augmented_dir)
+    train_index = sample_index(
+        [(prepared_dir, _split_rows(prepared, split_dir, "train")), (augmented_dir, augmented)],
+        class_index,
+    )
+    if not len(train_index) or not len(val_rows):
+        raise StageError(
+            f"train needs training and validation images; found {len(train_index)} and "
+            f"{len(val_rows)}. Add images or change split.val"
+        )
+    steps = steps_per_epoch(train_index, params.batch_size)
+    weights = _class_weights(params, classes, train_index.class_counts(len(classes)))
+
+    settings = {"seed": seed, **params.model_dump(mode="json"), "layers": layers}
+    inputs = [prepared_dir / "info.json", prepared_dir / MANIFEST, augmented_dir / MANIFEST]
+    inputs += [split_dir / f"{name}.csv" for name in ("train", "val")]
+    key = backup_key(settings, inputs)
+    backup = Backup(backup_root or model_dir.parent / ".train-backup", key)
+    first_epoch = min(backup.finished_epochs(), params.epochs)
+    if first_epoch:
+        log.info(
+            "resuming at epoch %d of %d from %s", first_epoch + 1, params.epochs, backup.directory
+        )
+        backup.restore_live(live_dir, first_epoch)
+
+    num_classes = len(classes)
+    weight_table = tf.constant(weights, tf.float32)
+
+    def for_loss(pixels, label):
+        return pixels, tf.one_hot(label, num_classes), tf.gather(weight_table, label)
+
+    train_data = training_batches(
+        train_index, channels, size, params.batch_size, seed, first_epoch, params.epochs
+    ).map(for_loss)
+    val_data = image_batches(
+        encoded_images([(prepared_dir, val_rows)], class_index),
         channels,
         params.batch_size,
-        params.shuffle_buffer,
-        seed,
-    )
-    val_data = image_batches(
-        encoded_images([(prepared_dir, val_rows)], class_index), channels, params.batch_size
-    )
+        size=size,
+    ).map(lambda pixels, label: (pixels, tf.one_hot(label, num_classes)))
 
-    model = build_model(
-        params.model, (standard["height"], standard["width"], channels), len(classes)
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    strategy = _strategy(params.strategy)
+    with _precision(params.mixed_precision), strategy.scope():
+        model = build_model(params.model, input_shape, num_classes, augmentation)
+        model.compile(
+            optimizer=_optimizer(params, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+            metrics=["accuracy"],
+        )
     log.info(
-        "training %s on %d images (%d augmented), validating on %d",
-        params.model,
-        train_count,
+        "training %s (%d parameters, %d replica(s)) on %d images (%d augmented), validating on %d",
+        model.name,
+        model.count_params(),
+        strategy.num_replicas_in_sync,
+        len(train_index),
         len(augmented),
         len(val_rows),
     )
 
-    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
+    tensorboard_dir = (tensorboard_root or TENSORBOARD_DIR) / key if params.tensorboard else None
+    callbacks = _callbacks(params, live, backup, live_dir, tensorboard_dir)
     started = time.perf_counter()
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=params.epochs,
-        verbose=2,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[DVCLiveCallback(live=live)],
-    )
+    if first_epoch < params.epochs:
+        history = model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=params.epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps,
+            verbose=1 if sys.stderr.isatty() else 2,
+            shuffle=False,  # each epoch is already a seeded permutation of the whole set
+            callbacks=callbacks + list(extra_callbacks or []),
+        )
+    else:  # killed after the last epoch, before the model was written: only restore
+        restore = backup.keras_callback()
+        restore.set_model(model)
+        restore.on_train_begin()
+        history = keras.callbacks.History()
+        history.epoch, history.history = [], {}
     seconds = time.perf_counter() - started
+    epochs_run = len(history.epoch)
     live.summary["train_seconds"] = round(seconds, 2)
-    live.summary["train_images_per_second"] = round(train_count * params.epochs / seconds, 1)
-    live.make_summary()
+    live.summary["train_images_per_second"] = round(
+        len(train_index) * epochs_run / seconds if epochs_run else 0.0, 1
+    )
+    live.summary["epochs_run"] = epochs_run
+    live.summary["resumed_at_epoch"] = first_epoch
+    live.end()
 
+    resolved = {
+        **settings,
+        "augmentation": augmentation,
+        "input_shape": list(input_shape),
+        "classes": len(classes),
+        "class_weights_resolved": dict(zip(classes, weights, strict=True)),
+        "replicas": strategy.num_replicas_in_sync,
+    }
     with atomic.atomic_dir(model_dir) as scratch:
         model.save(scratch / MODEL_FILE)
         atomic.write_json(scratch / CLASSES_FILE, classes)
         atomic.write_json(scratch / STANDARD_FILE, standard)
-        atomic.write_json(scratch / PARAMS_FILE, {"seed": seed, **params.model_dump()})
-    return {"val_accuracy": float(history.history["val_accuracy"][-1]), "seconds": seconds}
+        atomic.write_json(scratch / PARAMS_FILE, resolved)
+    backup.remove()
+    val_accuracy = history.history.get("val_accuracy") or [float("nan")]
+    return {
+        "val_accuracy": float(val_accuracy[-1]),
+        "history": {name: [float(v) for v in values] for name, values in history.history.items()},
+        "epochs": list(history.epoch),
+        "seconds": seconds,
+        "images_per_second": live.summary["train_images_per_second"],
+        "backup": str(backup.directory),
+    }
 
 
 def main() -> None:
@@ -123,6 +310,8 @@ def main() -> None:
             AUGMENTED_DIR,
             MODEL_DIR,
             LIVE_DIR,
+            BACKUP_ROOT,
+            TENSORBOARD_DIR,
         )
 
     run_main("train", body)
