@@ -292,17 +292,17 @@ class TrainParams(Section):
     model: str | list[dict[str, Any]] = Field(
         "three_conv", description="a preset name or a layer list (see imgpipe/layers.py)"
     )
+    lr: float = Field(0.001, gt=0, le=10)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
     augmentation: list[dict[str, Any]] = Field(
         default_factory=list, description="Keras random layers applied in training only"
     )
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
-    lr: float = Field(0.001, gt=0, le=10)
     schedule: Literal["constant", "cosine", "reduce_on_plateau"] = "constant"
     plateau_factor: float = Field(0.5, gt=0, lt=1, description="reduce_on_plateau: lr factor")
     plateau_patience: int = Field(2, ge=1, description="reduce_on_plateau: epochs to wait")
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
     early_stopping: EarlyStopping = EarlyStopping()
