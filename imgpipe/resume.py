@@ -3,9 +3,10 @@
 DVC deletes a stage's outputs before running it, so the state that lets a rerun continue
 lives elsewhere (``.train-backup/<key>/`` by default). The key hashes the resolved params and
 the input manifests, so a changed experiment starts fresh instead of resuming from another
-one's weights. Keras' ``BackupAndRestore`` saves the weights, optimizer and epoch count; the
-dvclive history of the finished epochs is saved beside it, because DVC will have deleted
-``reports/train`` too, and the curves of a resumed run should still start at epoch 1.
+one's weights. Keras' ``BackupAndRestore`` saves the weights, optimizer and epoch count.
+Saved beside it: the dvclive history of the finished epochs, because DVC will have deleted
+``reports/train`` too and the curves of a resumed run should still start at epoch 1, and the
+random layers' state, so a resumed run ends with the same model as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 log = logging.getLogger("imgpipe.train")
 
 KERAS_DIR = "keras"
 # Keras' BackupAndRestore records the number of finished epochs in this file of its folder.
 KERAS_METADATA = "training_metadata.json"
-LIVE_PREFIX = "live-after-epoch-"
+SNAPSHOT_PREFIX = "epoch-"
+RANDOM_STATE = "random_state.npz"
+CALLBACK_STATE_FILE = "callbacks.json"
+BEST_WEIGHTS_SUFFIX = "-best-weights.npz"
 
 
 def backup_key(settings: dict, input_files: list[Path]) -> str:
@@ -53,21 +58,27 @@ class Backup:
             return 0
         return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
 
-    def restore_live(self, live_dir: Path, epochs: int) -> None:
+    def restore_snapshot(self, live_dir: Path, epochs: int) -> None:
         """Put back the dvclive history written up to ``epochs`` finished epochs."""
-        snapshot = self.directory / f"{LIVE_PREFIX}{epochs}"
+        snapshot = self.directory / f"{SNAPSHOT_PREFIX}{epochs}" / "live"
         if not snapshot.is_dir():
             log.warning("no history saved for epoch %d; the curves start at the resume", epochs)
             return
         shutil.rmtree(live_dir, ignore_errors=True)
         shutil.copytree(snapshot, live_dir)
 
-    def keras_callback(self) -> keras.callbacks.BackupAndRestore:
-        # Kept after fit() ends: the backup is removed only once the model is safely written.
-        return keras.callbacks.BackupAndRestore(str(self.keras_dir), delete_checkpoint=False)
+    def callbacks(
+        self, live_dir: Path, stateful: dict[str, keras.callbacks.Callback], resume_epoch: int
+    ) -> list[keras.callbacks.Callback]:
+        """To be placed after the callbacks that log, change the lr or stop early.
 
-    def live_callback(self, live_dir: Path) -> keras.callbacks.Callback:
-        return _LiveSnapshot(self.directory, Path(live_dir))
+        ``stateful`` callbacks (early stopping, plateau) get their counters and best values
+        back on resume, so patience and the best weights span the interruption.
+        """
+        snapshot = _EpochSnapshot(self.directory, Path(live_dir), stateful, resume_epoch)
+        # Kept after fit() ends: the backup is removed only once the model is safely written.
+        weights = keras.callbacks.BackupAndRestore(str(self.keras_dir), delete_checkpoint=False)
+        return [snapshot, weights]
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -75,26 +86,84 @@ class Backup:
             self.directory.parent.rmdir()
 
 
-class _LiveSnapshot(keras.callbacks.Callback):
-    """Copies the dvclive folder after each epoch, before Keras backs up the weights.
+def _random_state(model: keras.Model) -> list:
+    """The seed-generator states of random layers: variables that are not weights.
 
-    The two most recent copies are kept: if a kill lands between this copy and the weights,
-    the weights still point at the previous epoch, whose copy is still there.
+    Keras' backup saves weights and optimizer only; without these a resumed run would draw
+    different dropout masks and augmentations than an uninterrupted one.
+    """
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+# What early stopping and the plateau schedule count between epochs (Keras attribute names).
+CALLBACK_STATE = ("wait", "best", "best_epoch", "cooldown_counter", "stopped_epoch")
+
+
+class _EpochSnapshot(keras.callbacks.Callback):
+    """After each epoch, before Keras backs up the weights: the dvclive folder, the random
+    state and the stateful callbacks' counters, in ``epoch-N/``; put back on resume.
+
+    The two most recent snapshots are kept: if a kill lands between this one and the weights,
+    the weights still point at the previous epoch, whose snapshot is still there.
     """
 
-    def __init__(self, directory: Path, live_dir: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        live_dir: Path,
+        stateful: dict[str, keras.callbacks.Callback],
+        resume_epoch: int,
+    ) -> None:
         super().__init__()
         self.directory = directory
         self.live_dir = live_dir
+        self.stateful = stateful
+        self.resume_epoch = resume_epoch
+
+    def on_train_begin(self, logs=None):
+        # Runs after the stateful callbacks' own on_train_begin, which resets them.
+        snapshot = self.directory / f"{SNAPSHOT_PREFIX}{self.resume_epoch}"
+        if not self.resume_epoch or not (snapshot / RANDOM_STATE).exists():
+            return
+        with np.load(snapshot / RANDOM_STATE) as saved:
+            for i, variable in enumerate(_random_state(self.model)):
+                variable.assign(saved[f"state_{i}"])
+        counters = json.loads((snapshot / CALLBACK_STATE_FILE).read_text(encoding="utf-8"))
+        for name, callback in self.stateful.items():
+            for attribute, value in counters.get(name, {}).items():
+                setattr(callback, attribute, value)
+            best = snapshot / f"{name}{BEST_WEIGHTS_SUFFIX}"
+            if best.exists():
+                with np.load(best) as saved:
+                    callback.best_weights = [saved[f"w_{i}"] for i in range(len(saved.files))]
 
     def on_epoch_end(self, epoch, logs=None):
         finished = epoch + 1
-        target = self.directory / f"{LIVE_PREFIX}{finished}"
+        target = self.directory / f"{SNAPSHOT_PREFIX}{finished}"
         scratch = self.directory / f".{target.name}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(self.live_dir, scratch)
+        shutil.copytree(self.live_dir, scratch / "live")
+        states = {f"state_{i}": v.numpy() for i, v in enumerate(_random_state(self.model))}
+        np.savez(scratch / RANDOM_STATE, **states)
+        counters = {}
+        for name, callback in self.stateful.items():
+            counters[name] = {
+                attribute: _plain(getattr(callback, attribute))
+                for attribute in CALLBACK_STATE
+                if getattr(callback, attribute, None) is not None
+            }
+            if getattr(callback, "best_weights", None) is not None:
+                weights = {f"w_{i}": w for i, w in enumerate(callback.best_weights)}
+                np.savez(scratch / f"{name}{BEST_WEIGHTS_SUFFIX}", **weights)
+        (scratch / CALLBACK_STATE_FILE).write_text(json.dumps(counters), encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
         scratch.rename(target)
-        for old in self.directory.glob(f"{LIVE_PREFIX}*"):
-            if int(old.name[len(LIVE_PREFIX) :]) < finished - 1:
+        for old in self.directory.glob(f"{SNAPSHOT_PREFIX}*"):
+            if int(old.name[len(SNAPSHOT_PREFIX) :]) < finished - 1:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _plain(value):
+    """JSON-able scalar: callbacks keep numpy floats and ints."""
+    return float(value) if isinstance(value, (float, np.floating)) else int(value)

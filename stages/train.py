@@ -109,27 +109,24 @@ def _live_logger(live):
     return LiveLogger()
 
 
-def _callbacks(params: TrainParams, live, backup, live_dir: Path, tensorboard_dir: Path | None):
+def _callbacks(params: TrainParams, live, backup, live_dir, tensorboard_dir, first_epoch):
+    """In the order Keras runs them at an epoch's end: log, adjust, then back up."""
     import keras
 
-    callbacks = [_live_logger(live), backup.live_callback(live_dir), backup.keras_callback()]
+    stateful = {}
     if params.schedule == "reduce_on_plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss",
-                factor=params.plateau_factor,
-                patience=params.plateau_patience,
-            )
+        stateful["plateau"] = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=params.plateau_factor, patience=params.plateau_patience
         )
     if params.early_stopping.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=params.early_stopping.monitor,
-                patience=params.early_stopping.patience,
-                restore_best_weights=True,
-                verbose=1,
-            )
+        stateful["early_stopping"] = keras.callbacks.EarlyStopping(
+            monitor=params.early_stopping.monitor,
+            patience=params.early_stopping.patience,
+            restore_best_weights=True,
+            verbose=1,
         )
+    callbacks = [_live_logger(live), *stateful.values()]
+    callbacks += backup.callbacks(live_dir, stateful, first_epoch)
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     return callbacks
@@ -207,7 +204,7 @@ def run(
         log.info(
             "resuming at epoch %d of %d from %s", first_epoch + 1, params.epochs, backup.directory
         )
-        backup.restore_live(live_dir, first_epoch)
+        backup.restore_snapshot(live_dir, first_epoch)
 
     num_classes = len(classes)
     weight_table = tf.constant(weights, tf.float32)
@@ -245,7 +242,8 @@ def run(
 
     live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
     tensorboard_dir = (tensorboard_root or TENSORBOARD_DIR) / key if params.tensorboard else None
-    callbacks = _callbacks(params, live, backup, live_dir, tensorboard_dir)
+    callbacks = _callbacks(params, live, backup, live_dir, tensorboard_dir, first_epoch)
+    callbacks += list(extra_callbacks or [])
     started = time.perf_counter()
     if first_epoch < params.epochs:
         history = model.fit(
@@ -256,12 +254,12 @@ def run(
             steps_per_epoch=steps,
             verbose=1 if sys.stderr.isatty() else 2,
             shuffle=False,  # each epoch is already a seeded permutation of the whole set
-            callbacks=callbacks + list(extra_callbacks or []),
+            callbacks=callbacks,
         )
-    else:  # killed after the last epoch, before the model was written: only restore
-        restore = backup.keras_callback()
-        restore.set_model(model)
-        restore.on_train_begin()
+    else:  # killed after the last epoch, before the model was written: restore, no training
+        hooks = keras.callbacks.CallbackList(callbacks, model=model)
+        hooks.on_train_begin()
+        hooks.on_train_end()  # early stopping puts back the best epoch's weights here
         history = keras.callbacks.History()
         history.epoch, history.history = [], {}
     seconds = time.perf_counter() - started

@@ -18,11 +18,16 @@ class Interrupted(Exception):
     pass
 
 
-class StopAfterFirstEpoch(keras.callbacks.Callback):
-    """Runs after the stage's own callbacks, so the backup of epoch 1 is already written."""
+class StopAfterEpoch(keras.callbacks.Callback):
+    """Runs after the stage's own callbacks, so the backup of the epoch is already written."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        super().__init__()
+        self.epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        raise Interrupted
+        if epoch + 1 == self.epoch:
+            raise Interrupted
 
 
 @pytest.fixture
@@ -44,9 +49,13 @@ def _train(inputs, out, params=None, seed=5, **kwargs):
     )
 
 
+def _logged(live_dir, metric="accuracy", column="step"):
+    with open(live_dir / "plots" / "metrics" / "eval" / f"{metric}.tsv", newline="") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle, delimiter="\t")]
+
+
 def _epochs_logged(live_dir):
-    with open(live_dir / "plots" / "metrics" / "eval" / "accuracy.tsv", newline="") as handle:
-        return [int(row["step"]) for row in csv.DictReader(handle, delimiter="\t")]
+    return [int(step) for step in _logged(live_dir)]
 
 
 def test_training_writes_model_with_everything_needed_to_use_it(inputs, tmp_path):
@@ -86,7 +95,7 @@ def test_same_seed_gives_the_same_metrics(inputs, tmp_path):
 
 def test_interrupted_run_resumes_at_its_next_epoch(inputs, tmp_path):
     with pytest.raises(Interrupted):
-        _train(inputs, tmp_path, extra_callbacks=[StopAfterFirstEpoch()])
+        _train(inputs, tmp_path, extra_callbacks=[StopAfterEpoch(1)])
     assert not (tmp_path / "model").exists()
     (backup,) = (tmp_path / "backup").iterdir()
     assert json.loads((backup / "keras" / "training_metadata.json").read_text())["epoch"] == 1
@@ -101,11 +110,27 @@ def test_interrupted_run_resumes_at_its_next_epoch(inputs, tmp_path):
     assert live["resumed_at_epoch"] == 1 and live["step"] == 2
     assert (tmp_path / "model" / "model.keras").exists()
     assert not (tmp_path / "backup").exists()
+    # Same data order, weights, optimizer and dropout draws: the uninterrupted run's metrics.
+    uninterrupted = _train(inputs, tmp_path / "uninterrupted")
+    assert resumed["history"] == {k: v[1:] for k, v in uninterrupted["history"].items()}
+
+
+def test_killed_after_the_last_epoch_keeps_the_best_weights_without_training(inputs, tmp_path):
+    params = TrainParams(**{**SMALL, "lr": 0.03}, early_stopping={"patience": 5})
+    with pytest.raises(Interrupted):
+        _train(inputs, tmp_path, params, extra_callbacks=[StopAfterEpoch(3)])
+    result = _train(inputs, tmp_path, params)
+    assert result["epochs"] == []
+    val_losses = _logged(tmp_path / "live", "loss", "loss")
+    assert len(val_losses) == 3 and val_losses.index(min(val_losses)) < 2  # not the last
+    # The early-stopping state was restored from the backup, so the best epoch's weights win.
+    model = keras.models.load_model(tmp_path / "model" / "model.keras")
+    assert _val_loss(model, inputs, 0.0) == pytest.approx(min(val_losses), rel=1e-5)
 
 
 def test_a_different_experiment_never_resumes_from_another_ones_backup(inputs, tmp_path):
     with pytest.raises(Interrupted):
-        _train(inputs, tmp_path, extra_callbacks=[StopAfterFirstEpoch()])
+        _train(inputs, tmp_path, extra_callbacks=[StopAfterEpoch(1)])
     other = _train(inputs, tmp_path, TrainParams(**{**SMALL, "lr": 0.002}))
     assert other["epochs"] == [0, 1, 2]
     assert len(list((tmp_path / "backup").iterdir())) == 1  # the first one's, kept for it
