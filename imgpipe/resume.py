@@ -56,7 +56,13 @@ class Backup:
         metadata = self.keras_dir / KERAS_METADATA
         if not metadata.exists():
             return 0
-        return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+        try:
+            return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+        except (ValueError, KeyError, TypeError):
+            # Killed while Keras wrote this small file: the state is unknown, so start over.
+            log.warning("the backup in %s is unreadable; training starts afresh", self.directory)
+            self.remove()
+            return 0
 
     def restore_snapshot(self, live_dir: Path, epochs: int) -> None:
         """Put back the dvclive history written up to ``epochs`` finished epochs."""
@@ -77,7 +83,11 @@ class Backup:
         """
         snapshot = _EpochSnapshot(self.directory, Path(live_dir), stateful, resume_epoch)
         # Kept after fit() ends: the backup is removed only once the model is safely written.
-        weights = keras.callbacks.BackupAndRestore(str(self.keras_dir), delete_checkpoint=False)
+        # double_checkpoint: a kill while the weights are written falls back to the previous
+        # epoch's weights and epoch count, whose snapshot is kept for that reason.
+        weights = keras.callbacks.BackupAndRestore(
+            str(self.keras_dir), double_checkpoint=True, delete_checkpoint=False
+        )
         return [snapshot, weights]
 
     def remove(self) -> None:

@@ -2,14 +2,21 @@
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from imgpipe.cli import StageError
 from imgpipe.params import AugmentOperation, AugmentParams, TrainParams
 from stages import augment, train
+from tests.conftest import REPO_ROOT
 
 SMALL = {"epochs": 3, "batch_size": 16, "lr": 0.003}
 
@@ -128,6 +135,14 @@ def test_killed_after_the_last_epoch_keeps_the_best_weights_without_training(inp
     assert _val_loss(model, inputs, 0.0) == pytest.approx(min(val_losses), rel=1e-5)
 
 
+def test_a_backup_cut_off_mid_write_is_discarded(inputs, tmp_path):
+    with pytest.raises(Interrupted):
+        _train(inputs, tmp_path, extra_callbacks=[StopAfterEpoch(1)])
+    (metadata,) = (tmp_path / "backup").glob("*/keras/training_metadata.json")
+    metadata.write_text('{"epo')
+    assert _train(inputs, tmp_path)["epochs"] == [0, 1, 2]
+
+
 def test_a_different_experiment_never_resumes_from_another_ones_backup(inputs, tmp_path):
     with pytest.raises(Interrupted):
         _train(inputs, tmp_path, extra_callbacks=[StopAfterEpoch(1)])
@@ -205,3 +220,33 @@ def test_unknown_class_in_class_weights_is_refused(inputs, tmp_path):
     params = TrainParams(**SMALL, class_weights={"circel": 2.0})
     with pytest.raises(StageError, match=r"unknown class\(es\) \['circel'\]"):
         _train(inputs, tmp_path, params)
+
+
+def test_a_killed_stage_process_resumes_when_rerun(inputs, tmp_path):
+    """The real thing: ``python -m stages.train`` killed with SIGKILL, then run again."""
+    project = tmp_path / "project"
+    for name, source in zip(("prepared", "split", "augmented"), inputs, strict=True):
+        shutil.copytree(source, project / "data" / name)
+    params = {"base": {"seed": 5}, "train": {**SMALL, "epochs": 8}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "stages.train"]
+    first = subprocess.Popen(command, cwd=project, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(project.glob(".train-backup/*/keras/training_metadata.json")):
+            assert first.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no backup appeared"
+            time.sleep(0.02)
+    finally:
+        first.kill()  # SIGKILL: no cleanup code runs
+        first.wait()
+    assert not (project / "data" / "model").exists()
+
+    subprocess.run(command, cwd=project, env=env, check=True, capture_output=True)
+    live = json.loads((project / "reports" / "train" / "metrics.json").read_text())
+    assert 1 <= live["resumed_at_epoch"] < 8
+    assert live["epochs_run"] == 8 - live["resumed_at_epoch"]
+    assert _epochs_logged(project / "reports" / "train") == list(range(8))
+    assert (project / "data" / "model" / "model.keras").exists()
+    assert not (project / ".train-backup").exists()
