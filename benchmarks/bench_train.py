@@ -115,7 +115,7 @@ def _contenders(project: Path, raw_dir: Path, png_dir: Path):
     def stream():
         data = training_batches(index, 3, SIZE, BATCH, seed=0, first_epoch=0, epochs=1)
         data = data.map(lambda x, y: (x, tf.one_hot(y, len(CLASSES))))
-        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+        model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
 
     # Held in memory: what the stream must not be slower than.
     pixels = np.stack(
