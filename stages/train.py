@@ -15,7 +15,9 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imgpipe import atomic
 from imgpipe.cli import StageError, run_main
@@ -132,6 +134,143 @@ def _callbacks(params: TrainParams, live, backup, live_dir, tensorboard_dir, fir
     return callbacks
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the upstream stages hand to training."""
+
+    classes: list[str]
+    standard: dict
+    train: Any  # imgpipe.dataset.SampleIndex: prepared training split plus augmented samples
+    val_rows: Any  # pandas.DataFrame: manifest rows of the val split
+    augmented: int
+    files: list[Path]  # whose content decides the training, for the backup key
+
+    @property
+    def channels(self) -> int:
+        return int(self.standard["channels"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.standard["width"]), int(self.standard["height"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.size[1], self.size[0], self.channels
+
+
+def read_inputs(prepared_dir: Path, split_dir: Path, augmented_dir: Path) -> Inputs:
+    from imgpipe.dataset import sample_index
+
+    info_file = prepared_dir / "info.json"
+    if not info_file.exists():
+        raise FileNotFoundError(f"{info_file} is missing: run the prepare stage first")
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    classes = info["classes"]
+    prepared = read_manifest(prepared_dir)
+    augmented = read_manifest(augmented_dir)
+    train_index = sample_index(
+        [(prepared_dir, _split_rows(prepared, split_dir, "train")), (augmented_dir, augmented)],
+        {name: i for i, name in enumerate(classes)},
+    )
+    val_rows = _split_rows(prepared, split_dir, "val")
+    if not len(train_index) or not len(val_rows):
+        raise StageError(
+            f"train needs training and validation images; found {len(train_index)} and "
+            f"{len(val_rows)}. Add images or raise split.val"
+        )
+    files = [info_file, prepared_dir / MANIFEST, augmented_dir / MANIFEST]
+    files += [split_dir / f"{name}.csv" for name in ("train", "val")]
+    return Inputs(classes, info["standard"], train_index, val_rows, len(augmented), files)
+
+
+def _checked_layers(params: TrainParams, input_shape: tuple[int, int, int]) -> list[dict]:
+    """The resolved layer list, refused here if the images are too small for it."""
+    try:
+        layers = resolve(params.model)
+        output_shapes(layers, input_shape)
+    except LayerListError as err:
+        raise StageError(f"train.model: {err}") from None
+    return layers
+
+
+def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, weights):
+    """Training batches (pixels, one-hot, class weight) from ``first_epoch`` on; val batches."""
+    import tensorflow as tf
+
+    from imgpipe.dataset import encoded_images, image_batches, training_batches
+
+    num_classes = len(inputs.classes)
+    weight_table = tf.constant(weights, tf.float32)
+
+    def for_loss(pixels, label):
+        return pixels, tf.one_hot(label, num_classes), tf.gather(weight_table, label)
+
+    train_data = training_batches(
+        inputs.train,
+        inputs.channels,
+        inputs.size,
+        params.batch_size,
+        seed,
+        first_epoch,
+        params.epochs,
+    ).map(for_loss)
+    class_index = {name: i for i, name in enumerate(inputs.classes)}
+    val_data = image_batches(
+        encoded_images([(prepared_dir, inputs.val_rows)], class_index),
+        inputs.channels,
+        params.batch_size,
+        size=inputs.size,
+    ).map(lambda pixels, label: (pixels, tf.one_hot(label, num_classes)))
+    return train_data, val_data
+
+
+def _compiled_model(params: TrainParams, inputs: Inputs, augmentation, steps: int):
+    import keras
+
+    from imgpipe.models import build_model
+
+    strategy = _strategy(params.strategy)
+    with _precision(params.mixed_precision), strategy.scope():
+        model = build_model(params.model, inputs.input_shape, len(inputs.classes), augmentation)
+        model.compile(
+            optimizer=_optimizer(params, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+            metrics=["accuracy"],
+        )
+    return model, strategy.num_replicas_in_sync
+
+
+def _fit(model, train_data, val_data, params: TrainParams, first_epoch, steps, callbacks):
+    import keras
+
+    if first_epoch < params.epochs:
+        return model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=params.epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps,
+            verbose=1 if sys.stderr.isatty() else 2,
+            shuffle=False,  # each epoch is already a seeded permutation of the whole set
+            callbacks=callbacks,
+        )
+    # Killed after the last epoch, before the model was written: restore, train nothing.
+    hooks = keras.callbacks.CallbackList(callbacks, model=model)
+    hooks.on_train_begin()
+    hooks.on_train_end()  # early stopping puts back the best epoch's weights here
+    history = keras.callbacks.History()
+    history.epoch, history.history = [], {}
+    return history
+
+
+def _write_model_dir(model_dir: Path, model, inputs: Inputs, resolved: dict) -> None:
+    with atomic.atomic_dir(model_dir) as scratch:
+        model.save(scratch / MODEL_FILE)
+        atomic.write_json(scratch / CLASSES_FILE, inputs.classes)
+        atomic.write_json(scratch / STANDARD_FILE, inputs.standard)
+        atomic.write_json(scratch / PARAMS_FILE, resolved)
+
+
 def run(
     params: TrainParams,
     seed: int,
@@ -153,51 +292,20 @@ def run(
     import tensorflow as tf
     from dvclive import Live
 
-    from imgpipe.dataset import (
-        encoded_images,
-        image_batches,
-        sample_index,
-        steps_per_epoch,
-        training_batches,
-    )
-    from imgpipe.models import build_model
+    from imgpipe.dataset import steps_per_epoch
     from imgpipe.resume import Backup, backup_key
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    info = json.loads((prepared_dir / "info.json").read_text(encoding="utf-8"))
-    classes, standard = info["classes"], info["standard"]
-    class_index = {name: i for i, name in enumerate(classes)}
-    channels = int(standard["channels"])
-    size = (int(standard["width"]), int(standard["height"]))
-    input_shape = (size[1], size[0], channels)
-    try:
-        layers = resolve(params.model)
-        output_shapes(layers, input_shape)
-        augmentation = check_augmentation(params.augmentation)
-    except LayerListError as err:
-        raise StageError(f"train.model: {err}") from None
-
-    prepared = read_manifest(prepared_dir)
-    val_rows = _split_rows(prepared, split_dir, "val")
-    augmented = read_manifest(augmented_dir)
-    train_index = sample_index(
-        [(prepared_dir, _split_rows(prepared, split_dir, "train")), (augmented_dir, augmented)],
-        class_index,
-    )
-    if not len(train_index) or not len(val_rows):
-        raise StageError(
-            f"train needs training and validation images; found {len(train_index)} and "
-            f"{len(val_rows)}. Add images or change split.val"
-        )
-    steps = steps_per_epoch(train_index, params.batch_size)
-    weights = _class_weights(params, classes, train_index.class_counts(len(classes)))
+    inputs = read_inputs(prepared_dir, split_dir, augmented_dir)
+    layers = _checked_layers(params, inputs.input_shape)
+    augmentation = check_augmentation(params.augmentation)
+    steps = steps_per_epoch(inputs.train, params.batch_size)
+    weights = _class_weights(params, inputs.classes, inputs.train.class_counts(len(inputs.classes)))
 
     settings = {"seed": seed, **params.model_dump(mode="json"), "layers": layers}
-    inputs = [prepared_dir / "info.json", prepared_dir / MANIFEST, augmented_dir / MANIFEST]
-    inputs += [split_dir / f"{name}.csv" for name in ("train", "val")]
-    key = backup_key(settings, inputs)
+    key = backup_key(settings, inputs.files)
     backup = Backup(backup_root or model_dir.parent / ".train-backup", key)
     first_epoch = min(backup.finished_epochs(), params.epochs)
     if first_epoch:
@@ -206,68 +314,36 @@ def run(
         )
         backup.restore_snapshot(live_dir, first_epoch)
 
-    num_classes = len(classes)
-    weight_table = tf.constant(weights, tf.float32)
-
-    def for_loss(pixels, label):
-        return pixels, tf.one_hot(label, num_classes), tf.gather(weight_table, label)
-
-    train_data = training_batches(
-        train_index, channels, size, params.batch_size, seed, first_epoch, params.epochs
-    ).map(for_loss)
-    val_data = image_batches(
-        encoded_images([(prepared_dir, val_rows)], class_index),
-        channels,
-        params.batch_size,
-        size=size,
-    ).map(lambda pixels, label: (pixels, tf.one_hot(label, num_classes)))
-
-    strategy = _strategy(params.strategy)
-    with _precision(params.mixed_precision), strategy.scope():
-        model = build_model(params.model, input_shape, num_classes, augmentation)
-        model.compile(
-            optimizer=_optimizer(params, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
-            metrics=["accuracy"],
-        )
+    train_data, val_data = _datasets(inputs, prepared_dir, params, seed, first_epoch, weights)
+    model, replicas = _compiled_model(params, inputs, augmentation, steps)
     log.info(
         "training %s (%d parameters, %d replica(s)) on %d images (%d augmented), validating on %d",
         model.name,
         model.count_params(),
-        strategy.num_replicas_in_sync,
-        len(train_index),
-        len(augmented),
-        len(val_rows),
+        replicas,
+        len(inputs.train),
+        inputs.augmented,
+        len(inputs.val_rows),
     )
 
     live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
     tensorboard_dir = (tensorboard_root or TENSORBOARD_DIR) / key if params.tensorboard else None
     callbacks = _callbacks(params, live, backup, live_dir, tensorboard_dir, first_epoch)
-    callbacks += list(extra_callbacks or [])
     started = time.perf_counter()
-    if first_epoch < params.epochs:
-        history = model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=params.epochs,
-            initial_epoch=first_epoch,
-            steps_per_epoch=steps,
-            verbose=1 if sys.stderr.isatty() else 2,
-            shuffle=False,  # each epoch is already a seeded permutation of the whole set
-            callbacks=callbacks,
-        )
-    else:  # killed after the last epoch, before the model was written: restore, no training
-        hooks = keras.callbacks.CallbackList(callbacks, model=model)
-        hooks.on_train_begin()
-        hooks.on_train_end()  # early stopping puts back the best epoch's weights here
-        history = keras.callbacks.History()
-        history.epoch, history.history = [], {}
+    history = _fit(
+        model,
+        train_data,
+        val_data,
+        params,
+        first_epoch,
+        steps,
+        callbacks + list(extra_callbacks or []),
+    )
     seconds = time.perf_counter() - started
     epochs_run = len(history.epoch)
+    images_per_second = len(inputs.train) * epochs_run / seconds if epochs_run else 0.0
     live.summary["train_seconds"] = round(seconds, 2)
-    live.summary["train_images_per_second"] = round(
-        len(train_index) * epochs_run / seconds if epochs_run else 0.0, 1
-    )
+    live.summary["train_images_per_second"] = round(images_per_second, 1)
     live.summary["epochs_run"] = epochs_run
     live.summary["resumed_at_epoch"] = first_epoch
     live.end()
@@ -275,24 +351,20 @@ def run(
     resolved = {
         **settings,
         "augmentation": augmentation,
-        "input_shape": list(input_shape),
-        "classes": len(classes),
-        "class_weights_resolved": dict(zip(classes, weights, strict=True)),
-        "replicas": strategy.num_replicas_in_sync,
+        "input_shape": list(inputs.input_shape),
+        "classes": len(inputs.classes),
+        "class_weights_resolved": dict(zip(inputs.classes, weights, strict=True)),
+        "replicas": replicas,
     }
-    with atomic.atomic_dir(model_dir) as scratch:
-        model.save(scratch / MODEL_FILE)
-        atomic.write_json(scratch / CLASSES_FILE, classes)
-        atomic.write_json(scratch / STANDARD_FILE, standard)
-        atomic.write_json(scratch / PARAMS_FILE, resolved)
-    backup.remove()
+    _write_model_dir(model_dir, model, inputs, resolved)
+    backup.remove()  # only now: until the model is written, a rerun can still resume
     val_accuracy = history.history.get("val_accuracy") or [float("nan")]
     return {
         "val_accuracy": float(val_accuracy[-1]),
         "history": {name: [float(v) for v in values] for name, values in history.history.items()},
         "epochs": list(history.epoch),
         "seconds": seconds,
-        "images_per_second": live.summary["train_images_per_second"],
+        "images_per_second": round(images_per_second, 1),
         "backup": str(backup.directory),
     }
 
