@@ -5,8 +5,9 @@ lives elsewhere (``.train-backup/<key>/`` by default). The key hashes the resolv
 the input manifests, so a changed experiment starts fresh instead of resuming from another
 one's weights. Keras' ``BackupAndRestore`` saves the weights, optimizer and epoch count.
 Saved beside it: the dvclive history of the finished epochs, because DVC will have deleted
-``reports/train`` too and the curves of a resumed run should still start at epoch 1, and the
-random layers' state, so a resumed run ends with the same model as an uninterrupted one.
+``reports/train`` too and the curves of a resumed run should still start at epoch 1; the
+random layers' state; and the early-stopping and plateau counters with the best weights so
+far. A resumed run thus ends with the same model as an uninterrupted one.
 """
 
 from __future__ import annotations
