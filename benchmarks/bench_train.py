@@ -160,10 +160,20 @@ def _rates(contenders: dict, repeats: int) -> dict[str, list[float]]:
     for fn, _ in contenders.values():  # warm-up: tracing, file cache
         fn()
     rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, (fn, work) in contenders.items():
+    names = list(contenders)
+    for round_ in range(repeats):
+        # Rotated each round, so no contender always runs right after the same other one.
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, work = contenders[name]
             rates[name].append(work / time_call(fn))
     return rates
+
+
+def _paired(rates: dict[str, list[float]], ours: str, plain: str) -> list[float]:
+    """The ratio within each round: on a shared machine, less swayed by load that comes and
+    goes between rounds than the ratio of the medians."""
+    return [round(a / b, 3) for a, b in zip(rates[ours], rates[plain], strict=True)]
 
 
 _PEAK_SCRIPT = """
@@ -214,7 +224,11 @@ def run(scale: float = 1.0, repeats: int = 3) -> list[Comparison]:
                 in_memory,
                 f"the same model ({SIZE[0]}px) fed from numpy arrays held in memory",
                 goal=0.9,
-                samples={"stream": rates["stream"], "in_memory": rates["in_memory"]},
+                samples={
+                    "stream": rates["stream"],
+                    "in_memory": rates["in_memory"],
+                    "ratio_per_round": _paired(rates, "stream", "in_memory"),
+                },
             ),
             Comparison(
                 "train",
@@ -224,7 +238,11 @@ def run(scale: float = 1.0, repeats: int = 3) -> list[Comparison]:
                 median(rates["pillow_jpeg"]),
                 "per-batch Pillow loader over the original JPEGs (open, resize, train_on_batch)",
                 goal=3,
-                samples={"stream": rates["stream"], "pillow": rates["pillow_jpeg"]},
+                samples={
+                    "stream": rates["stream"],
+                    "pillow": rates["pillow_jpeg"],
+                    "ratio_per_round": _paired(rates, "stream", "pillow_jpeg"),
+                },
             ),
             Comparison(
                 "train",
@@ -233,7 +251,11 @@ def run(scale: float = 1.0, repeats: int = 3) -> list[Comparison]:
                 stream,
                 median(rates["pillow_png"]),
                 "the same Pillow loop over the prepared images as PNG files (no resize)",
-                samples={"stream": rates["stream"], "pillow": rates["pillow_png"]},
+                samples={
+                    "stream": rates["stream"],
+                    "pillow": rates["pillow_png"],
+                    "ratio_per_round": _paired(rates, "stream", "pillow_png"),
+                },
             ),
         ]
         log.info("train: peak memory of the stage on %d and %d images", count, 10 * count)
