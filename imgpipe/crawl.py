@@ -120,4 +120,16 @@ def crawl_classes(
             log.info("%s: searching %s for %r", label, engine, keyword)
             crawl(root, registry, keyword, max_per_class - have, tuple(min_size))
     found = sorted(registry.by_hash.values(), key=lambda f: (f.label, f.file))
-    return [f for f in found if (images_dir / f.label / f.file).is_file()]
+    kept, per_label = [], dict.fromkeys(classes, 0)
+    for item in found:
+        path = images_dir / item.label / item.file
+        if not path.is_file():
+            continue
+        # icrawler's downloader threads can each pass its max_num check at once and overshoot;
+        # the cap is applied here, keeping the first files by (content-hash) name.
+        if per_label[item.label] >= max_per_class:
+            path.unlink()
+            continue
+        per_label[item.label] += 1
+        kept.append(item)
+    return kept
