@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from imgpipe.images import luma_weights, parse_color
+
 PARAMS_FILE = Path("params.yaml")
 
 
@@ -177,8 +179,20 @@ class DownloadParams(Section):
 
 class PrepareParams(Section):
     size: tuple[int, int] = Field((32, 32), description="width, height in pixels")
+    fit: Literal["stretch", "crop", "pad"] = Field(
+        "stretch", description="stretch to size, crop the centre, or pad (letterbox) with fill"
+    )
+    fill: tuple[int, int, int] = Field((0, 0, 0), description="colour of the bars of fit: pad")
+    background: tuple[int, int, int] = Field(
+        (255, 255, 255), description="colour that transparent pixels are composited on"
+    )
     color: Literal["grayscale", "rgb"] = "grayscale"
+    luma: Literal["bt601", "bt709", "mean"] | tuple[float, float, float] = Field(
+        "bt601", description="weights of R, G, B in a grey level: a name or three numbers"
+    )
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "lanczos"
+    draft: bool = Field(True, description="JPEG DCT scaling where it stays near a full decode")
+    min_side: int = Field(1, ge=1, description="images with a shorter side are rejected")
     min_per_class: int = Field(1, ge=1)
     shard_size: int = Field(4096, ge=1, description="images per shard file")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
@@ -189,6 +203,17 @@ class PrepareParams(Section):
         if min(size) < 1 or max(size) > 4096:
             raise ValueError("width and height must be between 1 and 4096")
         return size
+
+    @field_validator("fill", "background", mode="before")
+    @classmethod
+    def _colour(cls, value: Any) -> tuple[int, int, int]:
+        return parse_color(value)
+
+    @field_validator("luma")
+    @classmethod
+    def _weights(cls, luma: Any) -> Any:
+        luma_weights(luma)
+        return luma
 
 
 class SplitParams(Section):

@@ -1,38 +1,67 @@
 """prepare: decode every raw image, standardize it, pack the results into shards.
 
-Each image is fully decoded (a truncated file fails here, not in training), turned to one
-colour mode and size by the shared ``imgpipe.images.standardize``, and stored losslessly as
-PNG in tar shards with a manifest. Files that cannot be used are listed in
+Each image is fully decoded (a truncated file fails here, not in training), turned upright,
+to one colour mode and size by the shared ``imgpipe.images.standardize_bytes``, and stored
+losslessly as PNG in tar shards with a manifest. Files that cannot be used are listed in
 ``reports/prepare.json`` with their reason; identical images share a ``group`` id so that
-``split`` can keep duplicates together.
+``split`` can keep duplicates together, and one image under two labels is reported. Work is
+spread over worker processes and streamed: memory holds a window of images, not the dataset.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from imgpipe import atomic
 from imgpipe.cli import StageError, run_main, worker_count
-from imgpipe.images import ImageRejected, Standard, decode, encode_png, standardize
+from imgpipe.images import (
+    ALPHA_MODES,
+    SIXTEEN_BIT_MODES,
+    ImageRejected,
+    Source,
+    Standard,
+    encode_png,
+    standardize_bytes,
+)
 from imgpipe.parallel import ordered_map
 from imgpipe.params import PrepareParams, load_params
+from imgpipe.preview_grid import contact_sheet
 from imgpipe.raw import RawItem, list_items
-from imgpipe.shards import PackedImage, ShardWriter, write_manifest
+from imgpipe.shards import MANIFEST, PackedImage, ShardWriter
 
 log = logging.getLogger("imgpipe.prepare")
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 REPORT = Path("reports/prepare.json")
+PREVIEW = Path("reports/prepare/preview.png")
 INFO_FILE = "info.json"
 MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "sha256", "group"]
+PREVIEW_PER_CLASS = 8
+PREVIEW_CLASSES = 24
+
+# What each file extension promises, to report files whose content is another format.
+EXTENSION_FORMATS = {
+    ".jpg": {"JPEG", "MPO"},
+    ".jpeg": {"JPEG", "MPO"},
+    ".jpe": {"JPEG", "MPO"},
+    ".jfif": {"JPEG"},
+    ".png": {"PNG"},
+    ".gif": {"GIF"},
+    ".webp": {"WEBP"},
+    ".bmp": {"BMP"},
+    ".tif": {"TIFF"},
+    ".tiff": {"TIFF"},
+}
 
 
 @dataclass(frozen=True)
@@ -40,28 +69,53 @@ class Outcome:
     png: bytes | None
     pixel_hash: str | None
     reason: str | None
+    kind: str | None = None  # why it was rejected, as a short code
+    source: Source | None = None
 
 
-def standardize_one(data: bytes, standard: Standard) -> Outcome:
-    """Decode and standardize one file; a rejected file carries its reason instead."""
+Content = bytes | Callable[[], bytes]
+
+
+def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> Outcome:
+    """Read, decode and standardize one file; a rejected file carries its reason instead."""
     try:
-        image = standardize(decode(data), standard)
+        data = content() if callable(content) else content
+    except OSError as err:
+        return Outcome(None, None, f"cannot read the file: {err}", "unreadable")
+    try:
+        image, source = standardize_bytes(data, standard, min_side)
     except ImageRejected as err:
-        return Outcome(None, None, str(err))
+        return Outcome(None, None, str(err), err.kind)
     pixel_hash = hashlib.sha256(image.tobytes()).hexdigest()
-    return Outcome(encode_png(image), pixel_hash, None)
+    return Outcome(encode_png(image), pixel_hash, None, None, source)
 
 
-def _standardize_blob(args: tuple[bytes, Standard]) -> Outcome:
-    return standardize_one(*args)
+def _content(item: RawItem) -> Content:
+    """What a worker needs to get the item's bytes.
+
+    A file on local disk travels as its path (the bound ``read_bytes``), so the worker reads
+    it and the parent does not copy every image through a pipe. Anything else, such as an
+    archive member, is read here.
+    """
+    if getattr(item.read, "__func__", None) is Path.read_bytes:
+        return item.read
+    try:
+        return item.read()
+    except OSError as err:
+        return partial(_raise_read_error, str(err))
+
+
+def _raise_read_error(message: str) -> bytes:
+    raise OSError(message)
 
 
 def standardize_all(
-    items: Sequence[RawItem], standard: Standard, workers: int
+    items: Sequence[RawItem], standard: Standard, workers: int, min_side: int = 1
 ) -> Iterator[tuple[RawItem, Outcome]]:
     """Outcomes in input order, whatever the number of workers, so output bytes never vary."""
-    blobs = ((item.read(), standard) for item in items)
-    return zip(items, ordered_map(_standardize_blob, blobs, workers), strict=True)
+    work = partial(standardize_one, standard=standard, min_side=min_side)
+    contents = (_content(item) for item in items)
+    return zip(items, ordered_map(work, contents, workers), strict=True)
 
 
 def sample_id(origin: str) -> str:
@@ -69,102 +123,240 @@ def sample_id(origin: str) -> str:
     return hashlib.sha256(origin.encode("utf-8")).hexdigest()[:16]
 
 
-def run(params: PrepareParams, raw_dir: Path, prepared_dir: Path, report_path: Path) -> dict:
-    standard = Standard(
-        width=params.size[0], height=params.size[1], color=params.color, resample=params.resample
+def standard_from_params(params: PrepareParams) -> Standard:
+    return Standard(
+        width=params.size[0],
+        height=params.size[1],
+        color=params.color,
+        resample=params.resample,
+        fit=params.fit,
+        fill=params.fill,
+        background=params.background,
+        luma=params.luma,
+        draft=params.draft,
     )
+
+
+def conversions(source: Source) -> list[str]:
+    """What was done to a kept file beyond decoding and resizing, for the report's counts."""
+    done = []
+    if source.orientation != 1:
+        done.append("exif_rotated")
+    if source.mode in ALPHA_MODES or source.transparency:
+        done.append("alpha_composited")
+    if source.mode == "CMYK":
+        done.append("cmyk_converted")
+    if source.mode in SIXTEEN_BIT_MODES:
+        done.append("sixteen_bit_scaled")
+    if source.frames > 1:
+        done.append("animated_first_frame")
+    if source.draft_scale > 1:
+        done.append("jpeg_dct_scaled")
+    return done
+
+
+def format_mismatch(origin: str, source: Source) -> bool:
+    expected = EXTENSION_FORMATS.get(Path(origin).suffix.lower())
+    return expected is not None and source.format not in expected
+
+
+@dataclass
+class Tally:
+    """Everything the report needs, gathered while images stream past."""
+
+    classes: list[str]
+    before: Counter = field(default_factory=Counter)
+    after: Counter = field(default_factory=Counter)
+    rejected: list[dict] = field(default_factory=list)
+    formats: Counter = field(default_factory=Counter)
+    converted: Counter = field(default_factory=Counter)
+    mismatched: list[dict] = field(default_factory=list)
+    animated: list[dict] = field(default_factory=list)
+    # Only the first holder of each pixel hash is kept for unique images; copies get a list.
+    first_of_group: dict[str, tuple[str, str]] = field(default_factory=dict)
+    copies: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    preview: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def reject(self, item: RawItem, outcome: Outcome) -> None:
+        self.rejected.append(
+            {
+                "path": item.origin,
+                "label": item.label,
+                "kind": outcome.kind,
+                "reason": outcome.reason,
+            }
+        )
+
+    def keep(self, item: RawItem, outcome: Outcome, group: str) -> None:
+        source = outcome.source
+        assert source is not None and outcome.png is not None
+        self.after[item.label] += 1
+        self.formats[source.format] += 1
+        self.converted.update(conversions(source))
+        if format_mismatch(item.origin, source):
+            self.mismatched.append({"path": item.origin, "format": source.format})
+        if source.frames > 1:
+            self.animated.append({"path": item.origin, "frames": source.frames})
+        if group in self.first_of_group:
+            self.copies.setdefault(group, [self.first_of_group[group]]).append(
+                (item.origin, item.label)
+            )
+        else:
+            self.first_of_group[group] = (item.origin, item.label)
+        shown = self.preview.setdefault(item.label, [])
+        if len(shown) < PREVIEW_PER_CLASS:
+            shown.append(outcome.png)
+
+    def duplicate_groups(self) -> list[dict]:
+        return [
+            {
+                "group": group,
+                "labels": sorted({label for _, label in members}),
+                "paths": [origin for origin, _ in members],
+            }
+            for group, members in sorted(self.copies.items())
+        ]
+
+    def summary(self, standard: Standard) -> dict:
+        kept = sum(self.after.values())
+        groups = self.duplicate_groups()
+        return {
+            "standard": standard.to_dict(),
+            "images": {
+                "found": sum(self.before.values()),
+                "kept": kept,
+                "rejected": len(self.rejected),
+                "distinct": len(self.first_of_group),
+            },
+            "counts_before": {name: self.before[name] for name in self.classes},
+            "counts_after": {name: self.after[name] for name in self.classes},
+            "rejected_by_kind": dict(sorted(Counter(r["kind"] for r in self.rejected).items())),
+            "rejected": self.rejected,
+            "formats": dict(sorted(self.formats.items())),
+            "converted": dict(sorted(self.converted.items())),
+            "format_not_extension": self.mismatched,
+            "animated": self.animated,
+            "duplicates": {
+                "groups_with_copies": len(groups),
+                "images_in_those_groups": sum(len(g["paths"]) for g in groups),
+                "groups": groups,
+            },
+            "label_conflicts": [g for g in groups if len(g["labels"]) > 1],
+        }
+
+    def preview_rows(self) -> list[tuple[str, list[bytes]]]:
+        names = [name for name in self.classes if self.preview.get(name)]
+        return [(f"{name} ({self.after[name]})", self.preview[name]) for name in names][
+            :PREVIEW_CLASSES
+        ]
+
+
+def run(
+    params: PrepareParams,
+    raw_dir: Path,
+    prepared_dir: Path,
+    report_path: Path,
+    preview_path: Path | None = None,
+) -> dict:
+    standard = standard_from_params(params)
     items, classes = list_items(raw_dir)
-    before = Counter({name: 0 for name in classes})
-    before.update(item.label for item in items)
-    rows, rejected = [], []
-    labels_by_group: dict[str, set[str]] = defaultdict(set)
+    tally = Tally(classes)
+    tally.before.update(item.label for item in items)
     workers = worker_count(params.workers)
     log.info(
-        "standardizing %d files to %dx%d %s with %d worker(s)",
+        "standardizing %d files to %dx%d %s (%s) with %d worker(s)",
         len(items),
         standard.width,
         standard.height,
         standard.color,
+        standard.fit,
         workers,
     )
-    with atomic.atomic_dir(prepared_dir) as scratch, ShardWriter(scratch, params.shard_size) as out:
-        progress = tqdm(
-            standardize_all(items, standard, workers),
-            total=len(items),
-            desc="prepare",
-            unit="img",
-            mininterval=1.0,
-        )
-        for item, outcome in progress:
-            if outcome.png is None:
-                rejected.append(
-                    {"path": item.origin, "label": item.label, "reason": outcome.reason}
-                )
-                continue
-            image_id = sample_id(item.origin)
-            place = out.add(PackedImage(image_id, outcome.png))
-            group = outcome.pixel_hash[:16]
-            labels_by_group[group].add(item.label)
-            rows.append(
-                {
-                    "id": image_id,
-                    "label": item.label,
-                    **place,
-                    "origin": item.origin,
-                    "sha256": outcome.pixel_hash,
-                    "group": group,
-                }
-            )
-        out.close()
-        after = Counter({name: 0 for name in classes})
-        after.update(row["label"] for row in rows)
-        _check_class_sizes(after, params.min_per_class, rejected)
-        write_manifest(scratch, rows, MANIFEST_COLUMNS)
-        atomic.write_json(
-            scratch / INFO_FILE,
-            {"standard": standard.to_dict(), "classes": classes, "count": len(rows)},
-        )
-    group_sizes = Counter(row["group"] for row in rows)
-    summary = {
-        "standard": standard.to_dict(),
-        "images": {"found": len(items), "kept": len(rows), "rejected": len(rejected)},
-        "counts_before": dict(before),
-        "counts_after": dict(after),
-        "rejected": rejected,
-        "duplicates": {
-            "groups_with_copies": sum(1 for n in group_sizes.values() if n > 1),
-            "images_in_those_groups": sum(n for n in group_sizes.values() if n > 1),
-        },
-        "label_conflicts": [
-            {"group": group, "labels": sorted(labels)}
-            for group, labels in sorted(labels_by_group.items())
-            if len(labels) > 1
-        ],
-    }
-    atomic.write_json(report_path, summary)
-    log.info(
-        "kept %d of %d images, rejected %d (reasons in %s)",
-        len(rows),
-        len(items),
-        len(rejected),
-        report_path,
-    )
+    with atomic.atomic_dir(prepared_dir) as scratch:
+        _write_prepared(items, standard, params, workers, scratch, tally)
+        summary = tally.summary(standard)
+        # Written before the class check, so a stopped stage still shows why files were dropped.
+        atomic.write_json(report_path, summary)
+        _check_class_sizes(tally, params.min_per_class, report_path)
+    if preview_path is not None:
+        atomic.write_bytes(preview_path, contact_sheet(tally.preview_rows(), PREVIEW_PER_CLASS))
+    _log_summary(summary, report_path)
     return summary
 
 
-def _check_class_sizes(counts: Counter, minimum: int, rejected: list[dict]) -> None:
-    small = {name: n for name, n in counts.items() if n < minimum}
+def _write_prepared(
+    items: Sequence[RawItem],
+    standard: Standard,
+    params: PrepareParams,
+    workers: int,
+    scratch: Path,
+    tally: Tally,
+) -> None:
+    outcomes = standardize_all(items, standard, workers, params.min_side)
+    progress = tqdm(outcomes, total=len(items), desc="prepare", unit="img", mininterval=1.0)
+    with (
+        ShardWriter(scratch, params.shard_size) as shards,
+        open(scratch / MANIFEST, "w", encoding="utf-8", newline="") as manifest_file,
+    ):
+        # Rows go to disk as they come, so memory does not grow with the number of images.
+        manifest = csv.writer(manifest_file, lineterminator="\n")
+        manifest.writerow(MANIFEST_COLUMNS)
+        for item, outcome in progress:
+            if outcome.png is None or outcome.pixel_hash is None:
+                tally.reject(item, outcome)
+                continue
+            image_id = sample_id(item.origin)
+            place = shards.add(PackedImage(image_id, outcome.png))
+            group = outcome.pixel_hash[:16]
+            tally.keep(item, outcome, group)
+            manifest.writerow(
+                [
+                    image_id,
+                    item.label,
+                    place["shard"],
+                    place["offset"],
+                    place["length"],
+                    item.origin,
+                    outcome.pixel_hash,
+                    group,
+                ]
+            )
+    atomic.write_json(
+        scratch / INFO_FILE,
+        {"standard": standard.to_dict(), "classes": tally.classes, "count": tally.after.total()},
+    )
+
+
+def _check_class_sizes(tally: Tally, minimum: int, report_path: Path) -> None:
+    small = {name: tally.after[name] for name in tally.classes if tally.after[name] < minimum}
     if small:
         listing = ", ".join(f"{name!r} has {n}" for name, n in sorted(small.items()))
         raise StageError(
             f"classes below prepare.min_per_class={minimum}: {listing} "
-            f"({len(rejected)} file(s) were rejected). Add images to these classes, remove "
-            "their folders, or lower prepare.min_per_class in params.yaml."
+            f"({len(tally.rejected)} file(s) were rejected; {report_path} lists each with its "
+            "reason). Add images to these classes, remove their folders, or lower "
+            "prepare.min_per_class in params.yaml."
+        )
+
+
+def _log_summary(summary: dict, report_path: Path) -> None:
+    images = summary["images"]
+    log.info(
+        "kept %d of %d images, rejected %d (%s; reasons in %s)",
+        images["kept"],
+        images["found"],
+        images["rejected"],
+        ", ".join(f"{kind} {n}" for kind, n in summary["rejected_by_kind"].items()) or "none",
+        report_path,
+    )
+    for conflict in summary["label_conflicts"]:
+        log.warning(
+            "the same image has labels %s: %s", conflict["labels"], ", ".join(conflict["paths"])
         )
 
 
 def main() -> None:
-    run_main("prepare", lambda: run(load_params().prepare, RAW_DIR, PREPARED_DIR, REPORT))
+    run_main("prepare", lambda: run(load_params().prepare, RAW_DIR, PREPARED_DIR, REPORT, PREVIEW))
 
 
 if __name__ == "__main__":

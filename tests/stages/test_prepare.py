@@ -1,20 +1,31 @@
+import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from imgpipe.cli import StageError
 from imgpipe.images import decode_png_array
-from imgpipe.params import PrepareParams
+from imgpipe.params import ParamsError, PrepareParams, parse_params
 from imgpipe.shards import read_images, read_manifest
 from stages import prepare
-from tests.conftest import tree_bytes
+from tests.conftest import class_image, tree_bytes
+from tests.imgpipe.test_images import png_header_only
 
 
-def _run(raw_dir, tmp_path, **overrides):
+def _run(raw_dir, tmp_path, preview=False, **overrides):
     params = PrepareParams(**{"size": (16, 16), "workers": 1, **overrides})
     report = tmp_path / "reports" / "prepare.json"
-    summary = prepare.run(params, raw_dir, tmp_path / "prepared", report)
+    preview_path = tmp_path / "reports" / "prepare" / "preview.png" if preview else None
+    summary = prepare.run(params, raw_dir, tmp_path / "prepared", report, preview_path)
     return summary, json.loads(report.read_text())
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 def test_images_are_standardized_into_shards_with_a_manifest(raw_dir, tmp_path):
@@ -32,6 +43,7 @@ def test_images_are_standardized_into_shards_with_a_manifest(raw_dir, tmp_path):
     info = json.loads((tmp_path / "prepared" / "info.json").read_text())
     assert info["classes"] == ["circle", "square", "triangle"]
     assert info["standard"]["channels"] == 3
+    assert info["standard"]["fit"] == "stretch"
 
 
 def test_grayscale_gives_one_channel(raw_dir, tmp_path):
@@ -41,47 +53,150 @@ def test_grayscale_gives_one_channel(raw_dir, tmp_path):
     assert decode_png_array(data).shape == (16, 16, 1)
 
 
-def test_bad_files_are_listed_with_reasons_not_dropped_silently(raw_dir, tmp_path):
+def test_every_bad_input_is_listed_with_its_path_kind_and_reason(raw_dir, tmp_path):
     circle = raw_dir / "images" / "circle"
-    (circle / "empty.jpg").write_bytes(b"")
-    (circle / "notes.txt").write_text("not an image")
-    good = (circle / "img-000.png").read_bytes()
-    (circle / "truncated.png").write_bytes(good[: len(good) // 2])
-    _, report = _run(raw_dir, tmp_path)
-    reasons = {item["path"].split("/")[-1]: item["reason"] for item in report["rejected"]}
-    assert reasons["empty.jpg"] == "empty file"
-    assert "not an image" in reasons["notes.txt"]
-    assert "truncated" in reasons["truncated.png"] or "corrupt" in reasons["truncated.png"]
-    assert report["counts_before"]["circle"] == 23
-    assert report["counts_after"]["circle"] == 20
+    photo = _encoded(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
+    noisy_png = bytearray(_encoded(Image.effect_noise((64, 64), 50), "PNG"))
+    noisy_png[len(noisy_png) // 2] ^= 0xFF
+    bad = {
+        "empty.jpg": b"",
+        "notes.txt": b"not an image",
+        "ds_store_copy": b"\x00\x00\x00\x01Bud1" + bytes(512),
+        "truncated.jpg": photo[: len(photo) // 2],
+        "corrupt.png": bytes(noisy_png),
+        "bomb.png": png_header_only(20_000, 20_000),
+        "tiny.png": _encoded(Image.new("RGB", (30, 2)), "PNG"),
+    }
+    for name, data in bad.items():
+        (circle / name).write_bytes(data)
+    _, report = _run(raw_dir, tmp_path, min_side=4)
+    rejected = {item["path"]: item for item in report["rejected"]}
+    assert set(rejected) == {f"images/circle/{name}" for name in bad}
+    kinds = {path.rsplit("/", 1)[1]: item["kind"] for path, item in rejected.items()}
+    assert kinds == {
+        "empty.jpg": "empty",
+        "notes.txt": "not_image",
+        "ds_store_copy": "not_image",
+        "truncated.jpg": "truncated",
+        "corrupt.png": "corrupt",
+        "bomb.png": "too_large",
+        "tiny.png": "too_small",
+    }
+    assert all(item["reason"] and item["label"] == "circle" for item in rejected.values())
+    assert report["rejected_by_kind"]["not_image"] == 2
+    assert report["counts_before"] == {"circle": 27, "square": 20, "triangle": 20}
+    assert report["counts_after"] == {"circle": 20, "square": 20, "triangle": 20}
+
+
+def test_awkward_but_valid_inputs_are_kept_and_noted(raw_dir, tmp_path):
+    square = raw_dir / "images" / "square"
+    png = _encoded(class_image(1, 90), "PNG")
+    webp = _encoded(class_image(1, 91), "WEBP", lossless=True)
+    frames = [Image.new("RGB", (24, 24), c) for c in ((250, 0, 0), (0, 250, 0))]
+    odd_names = {
+        "png really.jpg": png,
+        "webp [copy] (2).jpg": webp,
+        "ünïcode 猫, comma.gif": _encoded(
+            frames[0], "GIF", save_all=True, append_images=frames[1:]
+        ),
+        "cmyk.jpg": _encoded(Image.new("CMYK", (24, 24), (0, 255, 255, 0)), "JPEG"),
+        "alpha.png": _encoded(Image.new("RGBA", (24, 24), (0, 0, 0, 0)), "PNG"),
+        "grey16.png": _encoded(Image.fromarray(np.full((24, 24), 40000, np.uint16)), "PNG"),
+    }
+    for name, data in odd_names.items():
+        (square / name).write_bytes(data)
+    _, report = _run(raw_dir, tmp_path, color="rgb", background=(0, 0, 255))
+    assert report["rejected"] == []
+    assert report["counts_after"]["square"] == 26
+    assert report["format_not_extension"] == [
+        {"path": "images/square/png really.jpg", "format": "PNG"},
+        {"path": "images/square/webp [copy] (2).jpg", "format": "WEBP"},
+    ]
+    assert report["animated"] == [{"path": "images/square/ünïcode 猫, comma.gif", "frames": 2}]
+    assert report["converted"]["cmyk_converted"] == 1
+    assert report["converted"]["alpha_composited"] == 1
+    assert report["converted"]["sixteen_bit_scaled"] == 1
+    manifest = read_manifest(tmp_path / "prepared").set_index("origin")
+    assert "images/square/ünïcode 猫, comma.gif" in manifest.index
+    rows = manifest.loc[["images/square/alpha.png", "images/square/ünïcode 猫, comma.gif"]]
+    blue, red = (decode_png_array(data) for _, data in read_images(tmp_path / "prepared", rows))
+    assert np.all(blue == (0, 0, 255))  # transparency composited on the chosen background
+    assert np.abs(red.astype(int) - (250, 0, 0)).max() <= 8  # first frame
 
 
 def test_class_below_minimum_stops_with_its_name(raw_dir, tmp_path):
     for path in sorted((raw_dir / "images" / "square").iterdir())[3:]:
         path.unlink()
+    (raw_dir / "images" / "square" / "broken.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(StageError, match=r"'square' has 3.*prepare.min_per_class"):
         _run(raw_dir, tmp_path, min_per_class=5)
     assert not (tmp_path / "prepared").exists()
+    report = json.loads((tmp_path / "reports" / "prepare.json").read_text())
+    assert [item["path"] for item in report["rejected"]] == ["images/square/broken.png"]
 
 
 def test_exact_duplicates_share_a_group_and_conflicts_are_reported(raw_dir, tmp_path):
     images = raw_dir / "images"
-    (images / "circle" / "copy.png").write_bytes((images / "circle" / "img-001.png").read_bytes())
+    original = images / "circle" / "img-001.png"
+    (images / "circle" / "copy.png").write_bytes(original.read_bytes())
+    # Same pixels, another format: still the same image after standardizing.
+    Image.open(original).save(images / "circle" / "copy as bmp.bmp")
     (images / "square" / "stolen.png").write_bytes((images / "circle" / "img-002.png").read_bytes())
     _, report = _run(raw_dir, tmp_path)
     manifest = read_manifest(tmp_path / "prepared").set_index("origin")
-    assert (
-        manifest.loc["images/circle/copy.png", "group"]
-        == manifest.loc["images/circle/img-001.png", "group"]
-    )
+    group = manifest.loc["images/circle/img-001.png", "group"]
+    assert manifest.loc["images/circle/copy.png", "group"] == group
+    assert manifest.loc["images/circle/copy as bmp.bmp", "group"] == group
+    assert manifest["group"].nunique() == len(manifest) - 3
     assert report["duplicates"]["groups_with_copies"] == 2
+    assert report["duplicates"]["images_in_those_groups"] == 5
+    stolen_group = manifest.loc["images/square/stolen.png", "group"]
     assert report["label_conflicts"] == [
-        {"group": manifest.loc["images/square/stolen.png", "group"], "labels": ["circle", "square"]}
+        {
+            "group": stolen_group,
+            "labels": ["circle", "square"],
+            "paths": ["images/circle/img-002.png", "images/square/stolen.png"],
+        }
     ]
 
 
+def test_fit_fill_and_luma_reach_the_shards(raw_dir, tmp_path):
+    wide = Image.new("RGB", (40, 20), (0, 255, 0))
+    wide.save(raw_dir / "images" / "circle" / "wide.png")
+    _run(raw_dir, tmp_path, fit="pad", fill="#ff0000", luma="bt709", color="grayscale")
+    manifest = read_manifest(tmp_path / "prepared").set_index("origin")
+    _, data = next(read_images(tmp_path / "prepared", manifest.loc[["images/circle/wide.png"]]))
+    pixels = decode_png_array(data)[..., 0]
+    assert pixels[0, 0] == round(0.2125 * 255)  # the red bars, grey by BT.709
+    assert pixels[8, 8] == round(0.7154 * 255)
+
+
 def test_output_bytes_do_not_depend_on_worker_count(raw_dir, tmp_path):
+    (raw_dir / "images" / "circle" / "empty.png").write_bytes(b"")
     one, two = tmp_path / "one", tmp_path / "two"
-    _run(raw_dir, one, workers=1)
-    _run(raw_dir, two, workers=2)
+    _run(raw_dir, one, preview=True, workers=1)
+    _run(raw_dir, two, preview=True, workers=2)
     assert tree_bytes(one / "prepared") == tree_bytes(two / "prepared")
+    assert tree_bytes(one / "reports") == tree_bytes(two / "reports")
+
+
+def test_preview_grid_shows_each_class(raw_dir, tmp_path):
+    _run(raw_dir, tmp_path, preview=True, color="rgb")
+    preview = Image.open(tmp_path / "reports" / "prepare" / "preview.png")
+    assert preview.format == "PNG"
+    assert preview.height >= 3 * 64 and preview.width >= 8 * 64
+    # Each class's row holds its own images: the bright stripe moves from row to row.
+    assert np.asarray(preview.convert("L")).std() > 20
+
+
+def test_prepare_params_are_validated_with_the_key_named():
+    params = parse_params({"prepare": {"fill": "white", "luma": [0.3, 0.6, 0.1], "fit": "crop"}})
+    assert params.prepare.fill == (255, 255, 255)
+    for bad, key in [
+        ({"fit": "zoom"}, "prepare.fit"),
+        ({"fill": "nocolour"}, "prepare.fill"),
+        ({"luma": [1, 1, 1]}, "prepare.luma"),
+        ({"min_side": 0}, "prepare.min_side"),
+    ]:
+        with pytest.raises(ParamsError, match=key):
+            parse_params({"prepare": bad})
