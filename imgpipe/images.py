@@ -44,6 +44,7 @@ FITS = ("stretch", "crop", "pad")
 # stays at least this many times the target size, so the final resize still filters properly.
 # The same margin as Pillow's own thumbnail(); tests measure how close it stays to a full decode.
 DRAFT_MARGIN = 2.0
+DRAFT_FORMATS = {"JPEG", "MPO"}  # MPO: the multi-picture JPEG some cameras write
 
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # Modes where a "transparency" entry (a palette index or a colour key) makes pixels see-through.
@@ -229,7 +230,7 @@ def draft_scale(source_size: tuple[int, int], standard: Standard, orientation: i
 
 
 def _apply_draft(image: Image.Image, standard: Standard, orientation: int) -> int:
-    if image.format != "JPEG" or not standard.draft:
+    if image.format not in DRAFT_FORMATS or not standard.draft:
         return 1
     scale = draft_scale(image.size, standard, orientation)
     # Decoding straight to grey skips the colour conversion; JPEG's Y is BT.601 luma.
@@ -357,8 +358,12 @@ def standardize_bytes(
 
     The one path from file bytes to model pixels, for ``prepare`` and ``predict`` alike.
     """
-    image, source = decode_source(data, standard, min_side)
-    return standardize(image, standard), source
+    with warnings.catch_warnings():
+        # Pillow warns about quirks this function handles (palette transparency, odd EXIF);
+        # thousands of such lines would bury the messages that matter.
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+        image, source = decode_source(data, standard, min_side)
+        return standardize(image, standard), source
 
 
 def encode_png(image: Image.Image) -> bytes:

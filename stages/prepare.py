@@ -86,6 +86,10 @@ def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> 
         image, source = standardize_bytes(data, standard, min_side)
     except ImageRejected as err:
         return Outcome(None, None, str(err), err.kind)
+    except Exception as err:
+        # Pillow's format plugins can fail on malformed files in ways no list of exceptions
+        # covers; one such file must not stop the stage, and the report names the error.
+        return Outcome(None, None, f"cannot decode: {type(err).__name__}: {err}", "corrupt")
     pixel_hash = hashlib.sha256(image.tobytes()).hexdigest()
     return Outcome(encode_png(image), pixel_hash, None, None, source)
 
@@ -148,7 +152,7 @@ def conversions(source: Source) -> list[str]:
         done.append("cmyk_converted")
     if source.mode in SIXTEEN_BIT_MODES:
         done.append("sixteen_bit_scaled")
-    if source.frames > 1:
+    if source.frames > 1 and source.format != "MPO":  # MPO's extra frames are previews
         done.append("animated_first_frame")
     if source.draft_scale > 1:
         done.append("jpeg_dct_scaled")
@@ -192,10 +196,11 @@ class Tally:
         assert source is not None and outcome.png is not None
         self.after[item.label] += 1
         self.formats[source.format] += 1
-        self.converted.update(conversions(source))
+        done = conversions(source)
+        self.converted.update(done)
         if format_mismatch(item.origin, source):
             self.mismatched.append({"path": item.origin, "format": source.format})
-        if source.frames > 1:
+        if "animated_first_frame" in done:
             self.animated.append({"path": item.origin, "frames": source.frames})
         if group in self.first_of_group:
             self.copies.setdefault(group, [self.first_of_group[group]]).append(

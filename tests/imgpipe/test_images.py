@@ -186,7 +186,7 @@ def test_truncated_and_corrupt_files_are_rejected_even_in_draft_mode():
 
 def test_images_below_the_minimum_side_are_rejected():
     data = encoded(Image.new("RGB", (40, 3)))
-    with pytest.raises(ImageRejected, match="40x3.*min_side=4") as caught:
+    with pytest.raises(ImageRejected, match=r"40x3.*min_side=4") as caught:
         decode(data, min_side=4)
     assert caught.value.kind == "too_small"
     assert decode(data, min_side=3).size == (40, 3)
