@@ -12,6 +12,9 @@ def test_prepare_benchmark_measures_every_row_at_a_tiny_scale():
     for row in throughput:
         assert row.ours > 0 and row.plain > 0 and row.goal is not None
         assert "12 JPEGs" in row.what
+    cpu = [row for row in rows if row.unit == "ms/img"]
+    assert len(cpu) == len(bench_prepare.CONFIGS)
+    assert all(row.ours > 0 and row.plain > 0 and not row.higher_is_better for row in cpu)
     memory = rows[-1]
     assert memory.unit == "MiB" and not memory.higher_is_better
     assert memory.ours > 10 and memory.plain > 10
