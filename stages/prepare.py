@@ -13,11 +13,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -73,13 +75,35 @@ class Outcome:
     source: Source | None = None
 
 
-Content = bytes | Callable[[], bytes]
+class LocalFile(NamedTuple):
+    """A file on local disk, sent to a worker as its path so the worker reads it.
+
+    The parent then does not copy every image through a pipe.
+    """
+
+    path: str
+
+
+class ReadFailure(NamedTuple):
+    message: str
+
+
+Content = bytes | LocalFile | ReadFailure
+
+
+def _read(content: Content) -> bytes:
+    if isinstance(content, LocalFile):
+        with open(content.path, "rb") as handle:
+            return handle.read()
+    if isinstance(content, ReadFailure):
+        raise OSError(content.message)
+    return content
 
 
 def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> Outcome:
     """Read, decode and standardize one file; a rejected file carries its reason instead."""
     try:
-        data = content() if callable(content) else content
+        data = _read(content)
     except OSError as err:
         return Outcome(None, None, f"cannot read the file: {err}", "unreadable")
     try:
@@ -95,22 +119,13 @@ def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> 
 
 
 def _content(item: RawItem) -> Content:
-    """What a worker needs to get the item's bytes.
-
-    A file on local disk travels as its path (the bound ``read_bytes``), so the worker reads
-    it and the parent does not copy every image through a pipe. Anything else, such as an
-    archive member, is read here.
-    """
+    """What a worker needs to get the item's bytes: a local file's path, or the bytes."""
     if getattr(item.read, "__func__", None) is Path.read_bytes:
-        return item.read
+        return LocalFile(os.fspath(item.read.__self__))  # type: ignore[attr-defined]
     try:
-        return item.read()
+        return item.read()  # an archive member, say: read where its archive is open
     except OSError as err:
-        return partial(_raise_read_error, str(err))
-
-
-def _raise_read_error(message: str) -> bytes:
-    raise OSError(message)
+        return ReadFailure(str(err))
 
 
 def standardize_all(
