@@ -10,8 +10,8 @@ Goals on 2 cores: at least 5x the plain loop, and at least half the rate of deco
 
 A CPU-time row per configuration gives the cost per image summed over all processes, which
 other programs on the machine do not distort. A last row shows that memory does not grow
-with the corpus: the stage's peak resident memory on the whole corpus against a quarter of
-it, each in a fresh process.
+with the corpus: the peak resident memory of the stage and its workers on the whole corpus
+against a quarter of it, each in a fresh process.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.corpus import make_raw_dir
-from benchmarks.harness import Comparison, median, median_rates
+from benchmarks.harness import Comparison, measure_command, median, median_rates
 from imgpipe.cli import worker_count
 from imgpipe.images import RESAMPLE, luma_weights
 from imgpipe.params import PrepareParams
@@ -45,14 +44,13 @@ CONFIGS = {
 PLAIN_NAME = "1-process Pillow loop: open, convert, resize, save PNG"
 DECODE_NAME = "1-process decode only (open + load)"
 MEMORY_PROBE = """
-import resource, sys
+import sys
 from pathlib import Path
 from imgpipe.params import PrepareParams
 from stages import prepare
 params = PrepareParams.model_validate_json(sys.argv[1])
 out = Path(sys.argv[3])
 prepare.run(params, Path(sys.argv[2]), out / "prepared", out / "prepare.json")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -145,19 +143,15 @@ def compare_config(name: str, params: PrepareParams, raw_dir: Path, work: Path, 
 
 
 def peak_memory_mib(params: PrepareParams, raw_dir: Path, out: Path) -> float:
-    """Peak resident memory of the stage's main process, run alone in a fresh interpreter."""
+    """Peak resident memory of the stage with its workers, run in a fresh interpreter."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    env = {**os.environ, "IMGPIPE_LOG_LEVEL": "WARNING"}
-    result = subprocess.run(
+    cost = measure_command(
         [sys.executable, "-c", MEMORY_PROBE, params.model_dump_json(), str(raw_dir), str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
         cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "IMGPIPE_LOG_LEVEL": "WARNING"},
     )
-    return int(result.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    return cost.peak_rss_mib
 
 
 def quarter_of(raw_dir: Path, target: Path) -> Path:
