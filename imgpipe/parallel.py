@@ -23,9 +23,17 @@ def _apply_all(fn: Callable[[T], R], inputs: list[T]) -> list[R]:
 
 
 def ordered_map(
-    fn: Callable[[T], R], inputs: Iterable[T], workers: int, window: int = 256
+    fn: Callable[[T], R],
+    inputs: Iterable[T],
+    workers: int,
+    window: int = 256,
+    chunk: int = 32,
 ) -> Iterator[R]:
-    """Yield ``fn(x)`` for each input, in order; ``fn`` must be a picklable top-level function."""
+    """Yield ``fn(x)`` for each input, in order; ``fn`` must be a picklable top-level function.
+
+    Inputs travel in chunks of at most ``chunk``: large enough that sending them costs little,
+    small enough that no worker sits idle while another finishes a long chunk at the end.
+    """
     inputs = iter(inputs)
     if workers <= 1:
         for value in inputs:
@@ -37,7 +45,7 @@ def ordered_map(
             # Submit the next window before collecting the previous one, so workers never idle
             # while the parent reads inputs or writes results.
             batch = list(islice(inputs, window))
-            step = max(1, -(-len(batch) // workers))
+            step = max(1, min(chunk, -(-len(batch) // workers)))
             submitted = [
                 pool.submit(partial(_apply_all, fn), batch[s : s + step])
                 for s in range(0, len(batch), step)
