@@ -177,7 +177,7 @@ class Source:
 def _open(data: bytes) -> Image.Image:
     """Read the header only; a file over Pillow's decompression-bomb limit is rejected here."""
     if not data:
-        raise ImageRejected("empty file (0 bytes)", "empty")
+        raise ImageRejected("empty file", "empty")
     with warnings.catch_warnings():
         # Pillow only warns between its limit and twice the limit; both are refused.
         warnings.simplefilter("error", Image.DecompressionBombWarning)

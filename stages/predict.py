@@ -4,8 +4,8 @@
     predict holiday/ --format json --output predictions.json
     python -m stages.predict ...     # the same, without the console script
 
-Every file goes through ``imgpipe.images.decode`` and ``standardize`` with the image standard
-saved beside the model (``preprocessing.json``): the very functions ``prepare`` used, so the
+Every file goes through ``imgpipe.images.standardize_bytes`` with the image standard saved
+beside the model (``preprocessing.json``): the very function ``prepare`` used, so the
 model gets exactly the pixels it would have been trained on. Files are read and decoded in
 worker processes, in order, and fed to the model in batches, so a folder of thousands of
 images takes seconds. A file that cannot be read is reported with its reason and the others
@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from imgpipe.cli import StageError, run_main, worker_count
-from imgpipe.images import ImageRejected, Standard, decode, standardize
+from imgpipe.images import ImageRejected, Standard, standardize_bytes
 from imgpipe.parallel import ordered_map
 from imgpipe.raw import IGNORED_NAMES
 from imgpipe.trained import Trained, load_trained, read_standard, top_k
@@ -112,7 +112,7 @@ def expand_inputs(specs: Sequence[str]) -> tuple[list[Path], list[dict]]:
 
 def input_tensor(data: bytes, standard: Standard) -> np.ndarray:
     """HxWxC uint8 pixels of one encoded image, exactly as ``prepare`` would store them."""
-    pixels = np.asarray(standardize(decode(data), standard))
+    pixels = np.asarray(standardize_bytes(data, standard)[0])
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 

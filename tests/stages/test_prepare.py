@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from imgpipe.cli import StageError
-from imgpipe.images import decode_png_array
+from imgpipe.images import Standard, decode_png_array, standardize_bytes
 from imgpipe.params import ParamsError, PrepareParams, parse_params
 from imgpipe.shards import read_images, read_manifest
 from stages import prepare
@@ -200,3 +200,19 @@ def test_prepare_params_are_validated_with_the_key_named():
     ]:
         with pytest.raises(ParamsError, match=key):
             parse_params({"prepare": bad})
+
+
+def test_an_original_standardized_again_gives_exactly_the_stored_pixels(raw_dir, tmp_path):
+    """What predict relies on, for a JPEG large enough that the reduced decode is used."""
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 255, (200, 300, 3), np.uint8))
+    original = raw_dir / "images" / "circle" / "photo.jpg"
+    photo.resize((600, 400)).save(original, quality=90)
+    _, report = _run(raw_dir, tmp_path, color="rgb", luma="bt709")
+    assert report["converted"]["jpeg_dct_scaled"] == 1
+    info = json.loads((tmp_path / "prepared" / "info.json").read_text())
+    standard = Standard.from_dict(info["standard"])
+    manifest = read_manifest(tmp_path / "prepared").set_index("origin")
+    _, data = next(read_images(tmp_path / "prepared", manifest.loc[["images/circle/photo.jpg"]]))
+    again, source = standardize_bytes(original.read_bytes(), standard)
+    assert source.draft_scale > 1
+    assert np.array_equal(np.asarray(again), decode_png_array(data))
