@@ -37,7 +37,7 @@ from imgpipe.images import (
 from imgpipe.parallel import ordered_map
 from imgpipe.params import PrepareParams, load_params
 from imgpipe.preview_grid import contact_sheet
-from imgpipe.raw import RawItem, list_items
+from imgpipe.raw import RawItem, list_items, read_source
 from imgpipe.shards import MANIFEST, PackedImage, ShardWriter
 
 log = logging.getLogger("imgpipe.prepare")
@@ -195,6 +195,7 @@ class Tally:
     first_of_group: dict[str, tuple[str, str]] = field(default_factory=dict)
     copies: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     preview: dict[str, list[bytes]] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
 
     def reject(self, item: RawItem, outcome: Outcome) -> None:
         self.rejected.append(
@@ -252,6 +253,7 @@ class Tally:
             "counts_after": {name: self.after[name] for name in self.classes},
             "rejected_by_kind": dict(sorted(Counter(r["kind"] for r in self.rejected).items())),
             "rejected": self.rejected,
+            "skipped_by_download": self.skipped,
             "formats": dict(sorted(self.formats.items())),
             "converted": dict(sorted(self.converted.items())),
             "format_not_extension": self.mismatched,
@@ -281,6 +283,8 @@ def run(
     standard = standard_from_params(params)
     items, classes = list_items(raw_dir)
     tally = Tally(classes)
+    # Files download already set aside (hidden, system, unlabelled) belong in the same report.
+    tally.skipped = list(read_source(raw_dir).get("skipped", []))
     tally.before.update(item.label for item in items)
     workers = worker_count(params.workers)
     log.info(

@@ -84,6 +84,7 @@ def test_every_bad_input_is_listed_with_its_path_kind_and_reason(raw_dir, tmp_pa
     }
     assert all(item["reason"] and item["label"] == "circle" for item in rejected.values())
     assert report["rejected_by_kind"]["not_image"] == 2
+    assert report["skipped_by_download"] == []
     assert report["counts_before"] == {"circle": 27, "square": 20, "triangle": 20}
     assert report["counts_after"] == {"circle": 20, "square": 20, "triangle": 20}
 
@@ -216,3 +217,11 @@ def test_an_original_standardized_again_gives_exactly_the_stored_pixels(raw_dir,
     again, source = standardize_bytes(original.read_bytes(), standard)
     assert source.draft_scale > 1
     assert np.array_equal(np.asarray(again), decode_png_array(data))
+
+
+def test_files_download_set_aside_are_in_the_report_too(raw_dir, tmp_path):
+    source = json.loads((raw_dir / "source.json").read_text())
+    skipped = [{"path": "circle/.DS_Store", "reason": "hidden or operating-system file"}]
+    (raw_dir / "source.json").write_text(json.dumps({**source, "skipped": skipped}))
+    _, report = _run(raw_dir, tmp_path)
+    assert report["skipped_by_download"] == skipped
