@@ -249,8 +249,8 @@ class Tally:
                 "rejected": len(self.rejected),
                 "distinct": len(self.first_of_group),
             },
-            "counts_before": {name: self.before[name] for name in self.classes},
-            "counts_after": {name: self.after[name] for name in self.classes},
+            "counts_before": self._per_class(self.before),
+            "counts_after": self._per_class(self.after),
             "rejected_by_kind": dict(sorted(Counter(r["kind"] for r in self.rejected).items())),
             "rejected": self.rejected,
             "skipped_by_download": self.skipped,
@@ -265,6 +265,11 @@ class Tally:
             },
             "label_conflicts": [g for g in groups if len(g["labels"]) > 1],
         }
+
+    def _per_class(self, counts: Counter) -> dict[str, int]:
+        """Every class in order, then any label the source did not name, so none goes missing."""
+        extra = sorted(set(self.before) - set(self.classes))
+        return {name: counts[name] for name in [*self.classes, *extra]}
 
     def preview_rows(self) -> list[tuple[str, list[bytes]]]:
         names = [name for name in self.classes if self.preview.get(name)]
