@@ -48,6 +48,7 @@ REPORT = Path("reports/prepare.json")
 PREVIEW = Path("reports/prepare/preview.png")
 INFO_FILE = "info.json"
 MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "sha256", "group"]
+SOURCE_SPLIT = "source_split"  # only when the source has its own split (CIFAR-10's test batch)
 PREVIEW_PER_CLASS = 8
 PREVIEW_CLASSES = 24
 
@@ -329,7 +330,8 @@ def _write_prepared(
     ):
         # Rows go to disk as they come, so memory does not grow with the number of images.
         manifest = csv.writer(manifest_file, lineterminator="\n")
-        manifest.writerow(MANIFEST_COLUMNS)
+        with_split = any(item.split for item in items)
+        manifest.writerow(MANIFEST_COLUMNS + [SOURCE_SPLIT] * with_split)
         for item, outcome in progress:
             if outcome.png is None or outcome.pixel_hash is None:
                 tally.reject(item, outcome)
@@ -348,6 +350,7 @@ def _write_prepared(
                     item.origin,
                     outcome.pixel_hash,
                     group,
+                    *([item.split or ""] * with_split),
                 ]
             )
     atomic.write_json(

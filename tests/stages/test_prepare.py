@@ -1,5 +1,6 @@
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -225,3 +226,15 @@ def test_files_download_set_aside_are_in_the_report_too(raw_dir, tmp_path):
     (raw_dir / "source.json").write_text(json.dumps({**source, "skipped": skipped}))
     _, report = _run(raw_dir, tmp_path)
     assert report["skipped_by_download"] == skipped
+
+
+def test_a_source_with_its_own_split_marks_it_in_the_manifest(raw_dir, tmp_path, monkeypatch):
+    items, classes = prepare.list_items(raw_dir)
+    marked = [
+        replace(item, split="test" if i % 3 == 0 else "train") for i, item in enumerate(items)
+    ]
+    monkeypatch.setattr(prepare, "list_items", lambda _: (marked, classes))
+    _run(raw_dir, tmp_path)
+    manifest = read_manifest(tmp_path / "prepared").set_index("origin")
+    for item in marked:
+        assert manifest.loc[item.origin, "source_split"] == item.split
