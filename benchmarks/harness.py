@@ -115,31 +115,38 @@ def measure_command(
     workers uses their sum, so the tree is sampled instead.
     """
     import subprocess
+    import tempfile
 
     import psutil
 
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    root = psutil.Process(process.pid)
+    # stderr goes to a file, not a pipe: a chatty command (TensorFlow) would fill a pipe
+    # nobody reads while sampling, and block.
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = _sample_peak_rss(process, psutil.Process(process.pid), interval)
+        seconds = time.perf_counter() - started
+        if process.returncode != 0:
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{' '.join(args)} failed with {process.returncode}:\n{tail}")
+    return RunCost(seconds, peak / 2**20)
+
+
+def _sample_peak_rss(process, root, interval: float) -> int:
+    """Largest summed resident memory of ``root`` and its descendants until ``process`` ends."""
+    import psutil
+
     peak = 0
     while process.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            total = 0
-            for member in tree:
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            for member in [root, *root.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     total += member.memory_info().rss
-            peak = max(peak, total)
-        except psutil.Error:
-            pass
+        peak = max(peak, total)
         time.sleep(interval)
-    seconds = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed with {process.returncode}:\n{stderr[-3000:]}")
-    return RunCost(seconds, peak / 2**20)
+    return peak
 
 
 @dataclass
