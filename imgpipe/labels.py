@@ -16,6 +16,7 @@ IGNORED_FOLDERS = {"__MACOSX"}
 IMAGE_SUFFIXES = {
     ".jpg",
     ".jpeg",
+    ".jpe",
     ".png",
     ".gif",
     ".bmp",

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from imgpipe.cli import StageError, run_main, worker_count
 from imgpipe.images import ImageRejected, Standard, standardize_bytes
+from imgpipe.labels import IMAGE_SUFFIXES
 from imgpipe.parallel import ordered_map
 from imgpipe.raw import IGNORED_NAMES
 from imgpipe.trained import Trained, load_trained, read_standard, top_k
@@ -36,21 +37,7 @@ from imgpipe.trained import Trained, load_trained, read_standard, top_k
 log = logging.getLogger("imgpipe.predict")
 
 MODEL_DIR = Path("data/model")
-# Inside folders only files with these endings are taken; a file named explicitly is always tried.
-IMAGE_SUFFIXES = {
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".png",
-    ".gif",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-}
+# Inside folders only files with IMAGE_SUFFIXES endings are taken; a named file is always tried.
 EXIT_SOME_UNREADABLE = 1
 
 
