@@ -31,6 +31,15 @@ class ParamsError(ValueError):
     """params.yaml is missing, unreadable or holds a value the pipeline cannot use."""
 
 
+def class_names_as_text(value: Any) -> Any:
+    """Class names are folder names, always text; YAML reads a class named 6 as a number."""
+    if isinstance(value, dict):
+        return {str(key): item for key, item in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -286,9 +295,8 @@ class AugmentParams(Section):
                         f"{label}.{name}: write false to skip {name} for {label}, or a mapping "
                         f"of what changes (probability and/or arguments), not {change!r}"
                     )
-            # str(): YAML reads a class named 6 (the digit) as a number
-            result[str(label)] = {n: None if c is False else c for n, c in changes.items()}
-        return result
+            result[label] = {n: None if c is False else c for n, c in changes.items()}
+        return class_names_as_text(result)
 
     @model_validator(mode="after")
     def _one_amount(self) -> AugmentParams:
@@ -318,7 +326,7 @@ class TrainParams(Section):
         "three_conv", description="a preset name or a layer list (see imgpipe/layers.py)"
     )
     lr: float = Field(0.001, gt=0, le=10)
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=1)
     augmentation: list[dict[str, Any]] = Field(
         default_factory=list, description="Keras random layers applied in training only"
@@ -357,6 +365,11 @@ class TrainParams(Section):
             raise ValueError(str(err)) from None
         return augmentation
 
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _class_names_as_text(cls, weights: Any) -> Any:
+        return class_names_as_text(weights)
+
     @field_validator("class_weights")
     @classmethod
     def _positive_weights(cls, weights: str | dict[str, float]) -> str | dict[str, float]:
@@ -377,6 +390,11 @@ class EvaluateParams(Section):
         None,
         description="two-class problems: the class ROC and PR curves score; default the second",
     )
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _class_name_as_text(cls, name: Any) -> Any:
+        return class_names_as_text(name)
 
 
 class CheckParams(Section):

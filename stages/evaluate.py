@@ -125,6 +125,13 @@ def curve_target(
             )
         index = classes.index(positive)
         return true == index, probabilities[:, index], f"positive class {positive}"
+    if positive is not None:
+        log.warning(
+            "evaluate.positive_class=%r is ignored: with %d classes the ROC and PR "
+            "curves are a micro-average over all classes",
+            positive,
+            len(classes),
+        )
     onehot = np.zeros_like(probabilities, dtype=bool)
     onehot[np.arange(len(true)), true] = True
     return onehot.ravel(), probabilities.ravel(), "micro-average over all classes, one-vs-rest"

@@ -62,3 +62,16 @@ def test_missing_and_malformed_files(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(ParamsError, match="mapping of sections"):
         load_params(listing)
+
+
+def test_class_names_that_yaml_reads_as_numbers_are_text():
+    params = parse_params(
+        {
+            "train": {"class_weights": {6: 2.0, "7": 1.5}},
+            "evaluate": {"positive_class": 1},
+            "augment": {"class_overrides": {6: {"rotate": False}}},
+        }
+    )
+    assert params.train.class_weights == {"6": 2.0, "7": 1.5}
+    assert params.evaluate.positive_class == "1"
+    assert set(params.augment.class_overrides) == {"6"}
