@@ -4,7 +4,7 @@
     predict holiday/ --format json --output predictions.json
     python -m stages.predict ...     # the same, without the console script
 
-Every file goes through ``imgpipe.images.standardize_bytes`` with the image standard saved
+Every file goes through ``imgpipe.images.standardize_file`` with the image standard saved
 beside the model (``preprocessing.json``): the very function ``prepare`` used, so the
 model gets exactly the pixels it would have been trained on. Files are read and decoded in
 worker processes, in order, and fed to the model in batches, so a folder of thousands of
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from imgpipe import atomic
 from imgpipe.cli import StageError, run_main, worker_count
-from imgpipe.images import ImageRejected, Standard, standardize_bytes
-from imgpipe.labels import IMAGE_SUFFIXES
+from imgpipe.images import Rejection, Standard, model_array, standardize_file
+from imgpipe.labels import IMAGE_SUFFIXES, is_clutter
 from imgpipe.parallel import ordered_map
-from imgpipe.raw import IGNORED_NAMES
 from imgpipe.trained import Trained, load_trained, read_standard, top_k
 
 log = logging.getLogger("imgpipe.predict")
@@ -39,6 +39,8 @@ log = logging.getLogger("imgpipe.predict")
 MODEL_DIR = Path("data/model")
 # Inside folders only files with IMAGE_SUFFIXES endings are taken; a named file is always tried.
 EXIT_SOME_UNREADABLE = 1
+# Automatic --workers: a process pool pays off only from a few dozen files per process.
+FILES_PER_WORKER = 32
 
 
 @dataclass
@@ -61,13 +63,13 @@ class Report:
 
 
 def _folder_images(folder: Path) -> list[Path]:
+    """Image files below ``folder``, skipping what ``prepare`` skips in raw data too."""
     return sorted(
         path
         for path in folder.rglob("*")
         if path.is_file()
         and path.suffix.lower() in IMAGE_SUFFIXES
-        and not path.name.startswith(".")
-        and path.name not in IGNORED_NAMES
+        and not is_clutter(path.relative_to(folder).as_posix())
     )
 
 
@@ -97,21 +99,17 @@ def expand_inputs(specs: Sequence[str]) -> tuple[list[Path], list[dict]]:
     return list(files), problems
 
 
-def input_tensor(data: bytes, standard: Standard) -> np.ndarray:
-    """HxWxC uint8 pixels of one encoded image, exactly as ``prepare`` would store them."""
-    pixels = np.asarray(standardize_bytes(data, standard)[0])
-    return pixels[..., None] if pixels.ndim == 2 else pixels
-
-
 def load_file(args: tuple[str, Standard]) -> tuple[np.ndarray | None, str | None]:
-    """(pixels, None), or (None, reason) for a file that cannot be used."""
+    """(HxWxC uint8 pixels exactly as ``prepare`` would store them, None), or (None, reason)."""
     path, standard = args
     try:
-        return input_tensor(Path(path).read_bytes(), standard), None
-    except ImageRejected as err:
-        return None, str(err)
+        data = Path(path).read_bytes()
     except OSError as err:
         return None, f"cannot read file: {err.strerror or err}"
+    standardized = standardize_file(data, standard)
+    if isinstance(standardized, Rejection):
+        return None, standardized.reason
+    return model_array(standardized[0]), None
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -139,8 +137,8 @@ def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers
         listing = "; ".join(f"{p['path']}: {p['reason']}" for p in problems)
         raise StageError(f"nothing to predict ({listing}); give image files, folders or globs")
     standard = read_standard(model_dir)
-    if workers == 0:  # automatic: a process pool pays off only from a few dozen files
-        workers = min(worker_count(0), max(1, len(files) // 32))
+    if workers == 0:
+        workers = min(worker_count(0), max(1, len(files) // FILES_PER_WORKER))
     loaded = ordered_map(load_file, ((str(path), standard) for path in files), workers)
     # Take the first result before TensorFlow loads: the worker processes are forked then,
     # while the parent has no TensorFlow threads whose locks a fork could copy mid-use.
@@ -177,7 +175,8 @@ def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers
 
 def format_table(report: Report) -> str:
     """One line per image: its path, then each of the k labels with its probability."""
-    width = max([len("path")] + [len(p["path"]) for p in report.predictions])
+    paths = [p["path"] for p in report.predictions] + [e["path"] for e in report.errors]
+    width = max([len("path")] + [len(path) for path in paths])
     cells = [
         [f"{c['label']} {c['probability']:.3f}" for c in p["top_k"]] for p in report.predictions
     ]
@@ -213,7 +212,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write here instead of standard output")
     parser.add_argument("--batch-size", type=int, default=256, help="images per model call")
     parser.add_argument(
-        "--workers", type=int, default=0, help="decoding processes; 0: one per core"
+        "--workers",
+        type=int,
+        default=0,
+        help=f"decoding processes; 0 (default): one per {FILES_PER_WORKER} files, "
+        "at most one per core",
     )
     return parser.parse_args(argv)
 
@@ -229,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             text = format_table(report)
         if args.output:
-            args.output.write_text(text, encoding="utf-8")
+            atomic.write_text(args.output, text)
         else:
             sys.stdout.write(text)
         outcome.append(report)

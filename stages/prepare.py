@@ -1,7 +1,7 @@
 """prepare: decode every raw image, standardize it, pack the results into shards.
 
 Each image is fully decoded (a truncated file fails here, not in training), turned upright,
-to one colour mode and size by the shared ``imgpipe.images.standardize_bytes``, and stored
+to one colour mode and size by the shared ``imgpipe.images.standardize_file``, and stored
 losslessly as PNG in tar shards with a manifest. Files that cannot be used are listed in
 ``reports/prepare.json`` with their reason; identical images share a ``group`` id so that
 ``split`` can keep duplicates together, and one image under two labels is reported. Work is
@@ -28,11 +28,11 @@ from imgpipe.cli import StageError, run_main, worker_count
 from imgpipe.images import (
     ALPHA_MODES,
     SIXTEEN_BIT_MODES,
-    ImageRejected,
+    Rejection,
     Source,
     Standard,
     encode_png,
-    standardize_bytes,
+    standardize_file,
 )
 from imgpipe.parallel import ordered_map
 from imgpipe.params import PrepareParams, load_params
@@ -107,14 +107,10 @@ def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> 
         data = _read(content)
     except OSError as err:
         return Outcome(None, None, f"cannot read the file: {err}", "unreadable")
-    try:
-        image, source = standardize_bytes(data, standard, min_side)
-    except ImageRejected as err:
-        return Outcome(None, None, str(err), err.kind)
-    except Exception as err:
-        # Pillow's format plugins can fail on malformed files in ways no list of exceptions
-        # covers; one such file must not stop the stage, and the report names the error.
-        return Outcome(None, None, f"cannot decode: {type(err).__name__}: {err}", "corrupt")
+    standardized = standardize_file(data, standard, min_side)
+    if isinstance(standardized, Rejection):
+        return Outcome(None, None, standardized.reason, standardized.kind)
+    image, source = standardized
     pixel_hash = hashlib.sha256(image.tobytes()).hexdigest()
     return Outcome(encode_png(image), pixel_hash, None, None, source)
 

@@ -24,6 +24,7 @@ from imgpipe.cli import StageError, run_main
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.params import TrainParams, load_params
 from imgpipe.shards import MANIFEST, read_manifest, read_split
+from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
 
 log = logging.getLogger("imgpipe.train")
 
@@ -34,9 +35,6 @@ MODEL_DIR = Path("data/model")
 LIVE_DIR = Path("reports/train")
 BACKUP_ROOT = Path(".train-backup")
 TENSORBOARD_DIR = Path("logs/tensorboard")
-MODEL_FILE = "model.keras"
-CLASSES_FILE = "classes.json"
-STANDARD_FILE = "preprocessing.json"
 PARAMS_FILE = "params.json"
 
 

@@ -4,12 +4,13 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import BmpImagePlugin, Image
 
 from benchmarks.corpus import corpus_jpeg
 from imgpipe.images import (
     DRAFT_MARGIN,
     ImageRejected,
+    Rejection,
     Standard,
     decode,
     decode_png_array,
@@ -19,6 +20,7 @@ from imgpipe.images import (
     parse_color,
     standardize,
     standardize_bytes,
+    standardize_file,
 )
 
 
@@ -182,6 +184,33 @@ def test_truncated_and_corrupt_files_are_rejected_even_in_draft_mode():
     with pytest.raises(ImageRejected) as caught:
         decode(bytes(png))
     assert caught.value.kind == "corrupt"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_cut_off_files_are_rejected_as_truncated(fmt):
+    data = encoded(Image.effect_noise((64, 64), 60).convert("RGB"), fmt)
+    # Cut inside the header, inside the pixel data, and just before the end.
+    for cut in (100, len(data) // 2, len(data) - 20):
+        rejected = standardize_file(data[:cut], Standard(16, 16, color="rgb"))
+        assert isinstance(rejected, Rejection), cut
+        assert rejected.kind == "truncated", (cut, rejected.reason)
+        assert rejected.reason.startswith("truncated file: the data ends before the image does")
+
+
+def test_standardize_file_turns_any_decoder_failure_into_a_rejection(monkeypatch):
+    data = encoded(Image.new("RGB", (20, 20), (9, 99, 199)), "BMP")
+    image, source = standardize_file(data, Standard(8, 8, color="rgb"))
+    assert source.format == "BMP" and image.size == (8, 8)
+
+    def broken_load(self):
+        raise RuntimeError("plugin bug")
+
+    # A plugin failing with an exception type no list in images.py names.
+    monkeypatch.setattr(BmpImagePlugin.BmpImageFile, "load", broken_load)
+    rejected = standardize_file(data, Standard(8, 8, color="rgb"))
+    assert rejected == Rejection("cannot decode: RuntimeError: plugin bug", "corrupt")
+    empty = standardize_file(b"", Standard(8, 8))
+    assert empty == Rejection("empty file", "empty")
 
 
 def test_images_below_the_minimum_side_are_rejected():

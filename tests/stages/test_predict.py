@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
 import numpy as np
 import pytest
+from PIL import BmpImagePlugin, Image
 
 from imgpipe.images import Standard, decode_png_array
 from imgpipe.params import PrepareParams
@@ -91,8 +93,36 @@ def test_unreadable_files_are_reported_and_the_rest_predicted(trained, mixed_fol
     reasons = {e["path"].rsplit("/", 1)[1]: e["reason"] for e in report.errors}
     assert set(reasons) == {"truncated.png", "empty.jpg", "notes.jpg"}
     assert reasons["empty.jpg"] == "empty file"
-    assert "truncated" in reasons["truncated.png"] or "corrupt" in reasons["truncated.png"]
+    assert reasons["truncated.png"].startswith("truncated file: the data ends before the image")
     assert reasons["notes.jpg"] == "not an image Pillow can read"
+
+
+def test_a_decoder_failing_unexpectedly_costs_only_its_file(trained, tmp_path, monkeypatch):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in ("circle", "square"):
+        shutil.copy(trained.raw / "images" / name / "img-004.png", folder / f"{name}.png")
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24)).save(buffer, format="BMP")
+    (folder / "b-plugin-bug.bmp").write_bytes(buffer.getvalue())
+
+    def broken_load(self):
+        raise RuntimeError("plugin bug")
+
+    # Some Pillow plugins fail on malformed files with exception types nobody lists.
+    monkeypatch.setattr(BmpImagePlugin.BmpImageFile, "load", broken_load)
+    report = predict.run([str(folder)], trained.model, 1, 256, 1)
+    assert [p["path"] for p in report.predictions] == [
+        str(folder / "circle.png"),
+        str(folder / "square.png"),
+    ]
+    assert [p["top_k"][0]["label"] for p in report.predictions] == ["circle", "square"]
+    assert report.errors == [
+        {
+            "path": str(folder / "b-plugin-bug.bmp"),
+            "reason": "cannot decode: RuntimeError: plugin bug",
+        }
+    ]
 
 
 def test_json_output_is_valid_and_complete(trained, mixed_folder, tmp_path):
@@ -138,14 +168,15 @@ def test_batches_and_workers_do_not_change_the_answers(trained):
 
 
 def test_inputs_expand_folders_globs_and_keep_order_without_repeats(tmp_path):
-    for name in ("b/2.jpg", "b/1.PNG", "a/x.png", "a/.hidden.png", "a/Thumbs.db", "a/n.txt"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+    clutter = ("a/.hidden.png", "a/Thumbs.db", "a/__MACOSX/x.png", "a/.cache/y.png")
+    for name in ("b/2.jpg", "b/1.PNG", "a/x.png", "a/n.txt", *clutter):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     odd = tmp_path / "odd [1].png"
     odd.write_bytes(b"x")
     files, problems = predict.expand_inputs(
-        [str(tmp_path / "b"), str(tmp_path / "*" / "*.png"), str(odd), str(tmp_path / "a/n.txt"),
-         str(tmp_path / "*.gif"), str(tmp_path / "empty")]
+        [str(tmp_path / "b"), str(tmp_path / "a"), str(tmp_path / "*" / "*.png"), str(odd),
+         str(tmp_path / "a/n.txt"), str(tmp_path / "*.gif"), str(tmp_path / "empty")]
     )  # fmt: skip
     names = [p.relative_to(tmp_path).as_posix() for p in files]
     assert names == ["b/1.PNG", "b/2.jpg", "a/x.png", "odd [1].png", "a/n.txt"]

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import BmpImagePlugin, Image
 
 from imgpipe.cli import StageError
 from imgpipe.images import Standard, decode_png_array, standardize_bytes
@@ -87,6 +87,22 @@ def test_every_bad_input_is_listed_with_its_path_kind_and_reason(raw_dir, tmp_pa
     assert report["rejected_by_kind"]["not_image"] == 2
     assert report["skipped_by_download"] == []
     assert report["counts_before"] == {"circle": 27, "square": 20, "triangle": 20}
+    assert report["counts_after"] == {"circle": 20, "square": 20, "triangle": 20}
+
+
+def test_a_decoder_failing_unexpectedly_rejects_only_its_file(raw_dir, tmp_path, monkeypatch):
+    (raw_dir / "images" / "circle" / "plugin-bug.bmp").write_bytes(
+        _encoded(Image.new("RGB", (20, 20)), "BMP")
+    )
+
+    def broken_load(self):
+        raise RuntimeError("plugin bug")
+
+    monkeypatch.setattr(BmpImagePlugin.BmpImageFile, "load", broken_load)
+    _, report = _run(raw_dir, tmp_path)
+    assert [(r["path"], r["kind"], r["reason"]) for r in report["rejected"]] == [
+        ("images/circle/plugin-bug.bmp", "corrupt", "cannot decode: RuntimeError: plugin bug")
+    ]
     assert report["counts_after"] == {"circle": 20, "square": 20, "triangle": 20}
 
 
