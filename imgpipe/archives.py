@@ -72,6 +72,7 @@ class Archive:
         self.format = archive_format(self.path)
         self._limits = limits
         self._scratch = None
+        self._folders: set[str] = set()
         if self.format == "zip":
             self._zip = zipfile.ZipFile(self.path)
             self._sizes = self._check_zip()
@@ -82,6 +83,15 @@ class Archive:
     @property
     def names(self) -> list[str]:
         return sorted(self._sizes)
+
+    @property
+    def folders(self) -> list[str]:
+        """Every folder: listed as a member (possibly empty) or holding a file."""
+        found = set(self._folders)
+        for name in self._sizes:
+            found.update(parent.as_posix() for parent in PurePosixPath(name).parents)
+        found.discard(".")
+        return sorted(found)
 
     def size(self, name: str) -> int:
         return self._sizes[name]
@@ -150,6 +160,7 @@ class Archive:
             if info.is_dir():
                 if kind not in (0, stat.S_IFDIR):
                     raise UnsafeArchive(f"{self.path.name}: member {name!r} is not a folder")
+                self._folders.add(name)
             elif kind == stat.S_IFLNK:
                 raise UnsafeArchive(f"{self.path.name}: member {name!r} is a symbolic link")
             elif kind not in (0, stat.S_IFREG):
@@ -209,7 +220,9 @@ class Archive:
                     sizes[name] = info.size
                     self._tar_members[name] = info
                     total += info.size
-                elif not info.isdir():
+                elif info.isdir():
+                    self._folders.add(name)
+                else:
                     raise UnsafeArchive(f"{self.path.name}: member {name!r} has an unknown type")
                 self._check_total(count, total)
         except tarfile.TarError as err:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import requests
 from tqdm import tqdm
@@ -29,6 +30,9 @@ CHUNK = 1 << 16  # small enough that a dropped connection loses little
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Failures worth another try: the network, not the request, was at fault.
 RETRIABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# Query parameters that carry credentials (signed URLs, API tokens): never written anywhere.
+SECRET_QUERY = re.compile(r"token|key|sig|signature|password|passwd|secret|credential", re.I)
+HIDDEN = "***"
 
 
 class FetchError(StageError):
@@ -52,6 +56,42 @@ class Fetched:
     path: Path
     sha256: str
     size: int
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials inside ``url``: user and password, secret-looking query values."""
+    parts = urlsplit(url)
+    found = [parts.username, parts.password]
+    for segment in parts.query.split("&"):
+        name, has_value, value = segment.partition("=")
+        if has_value and SECRET_QUERY.search(unquote_plus(name)):
+            found.append(value)
+    # Both spellings: a library may show the value percent-encoded or decoded.
+    found += [unquote_plus(secret) for secret in found if secret]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` safe to record or show: credentials replaced by ``***``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{HIDDEN}@{netloc.rpartition('@')[2]}"
+    segments = []
+    for segment in parts.query.split("&") if parts.query else []:
+        name, has_value, _ = segment.partition("=")
+        secret = has_value and SECRET_QUERY.search(unquote_plus(name))
+        segments.append(f"{name}={HIDDEN}" if secret else segment)
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(segments)))
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (an error from the network library, say) without ``url``'s credentials."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def file_sha256(path: Path) -> str:
@@ -108,15 +148,21 @@ def fetch(
             attempt += 1
             if attempt > settings.retries:
                 raise FetchError(
-                    f"downloading {url} failed after {settings.retries} retries: {err}. "
+                    f"downloading {redact_url(url)} failed after {settings.retries} retries: "
+                    f"{redact_text(str(err), url)}. "
                     f"Check the network and rerun; the {part_path(target).name} file is kept "
                     "so the next run resumes where this one stopped."
                 ) from None
             delay = settings.backoff * 2 ** (attempt - 1)
-            log.warning("download interrupted (%s); retry %d in %.0f s", err, attempt, delay)
+            log.warning(
+                "download interrupted (%s); retry %d in %.0f s",
+                redact_text(str(err), url),
+                attempt,
+                delay,
+            )
             sleep(delay)
     try:
-        fetched = verified_file(part, sha256, url)
+        fetched = verified_file(part, sha256, redact_url(url))
     except ChecksumMismatch:
         part.unlink()  # resuming onto wrong bytes could never succeed
         raise
@@ -143,7 +189,8 @@ def _stream_into(url: str, part: Path, session: requests.Session, settings: Fetc
             raise _Retriable(f"HTTP {response.status_code}")
         if response.status_code not in (200, 206):
             raise FetchError(
-                f"downloading {url} failed: HTTP {response.status_code} {response.reason}. "
+                f"downloading {redact_url(url)} failed: HTTP {response.status_code} "
+                f"{response.reason}. "
                 "Check the URL in params.yaml."
             )
         offset = _resume_offset(response, offset)

@@ -99,7 +99,8 @@ def read_listing(path: Path) -> list[dict[str, str]]:
 
 
 def _listed_folder_items(raw_dir: Path, source: dict) -> list[RawItem]:
-    folder = Path(source["path"])
+    # A relative path is relative to the project, where DVC runs every stage.
+    folder = Path(source["path"]).expanduser()
     if not folder.is_dir():
         raise RawDataError(
             f"the image folder {str(folder)!r} recorded by download is gone; restore it or "

@@ -25,7 +25,7 @@ import logging
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from imgpipe import atomic, cifar, crawl, kaggle_source
 from imgpipe.archives import Archive, Limits, copy_file
 from imgpipe.cli import StageError, run_main, worker_count
-from imgpipe.fetch import FetchSettings, fetch, file_sha256, verified_file
+from imgpipe.fetch import FetchSettings, fetch, file_sha256, redact_url, verified_file
 from imgpipe.labels import LabelRule, is_clutter
 from imgpipe.params import DownloadParams, load_params
 from imgpipe.raw import LISTING_COLUMNS, LISTING_FILE, SOURCE_FILE
@@ -76,8 +76,32 @@ def write_digits(out_dir: Path) -> dict[str, object]:
     }
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    return file_sha256(path), path.stat().st_size
+def _hash_file(path: Path) -> tuple[str, int] | str:
+    """The file's sha256 and size, or why it cannot be read."""
+    try:
+        return file_sha256(path), path.stat().st_size
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a listed path holds no image bytes to read, or None for a regular file."""
+    if path.is_file():
+        return None
+    if path.is_symlink():
+        return "link to a folder, not followed" if path.is_dir() else "broken symbolic link"
+    if path.is_dir():
+        return ""  # a folder: its files are listed themselves
+    return "not a regular file (device, pipe or socket)"
+
+
+def _folder_classes(folder: Path) -> list[str]:
+    """Class names from the class folders themselves, so an empty one is still a class."""
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir() and not p.is_symlink() and not is_clutter(p.name)
+    )
 
 
 def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, object]:
@@ -86,17 +110,26 @@ def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, o
     ``prepare`` reads the files in place and checks each against its listed sha256, so tens
     of thousands of photos are neither duplicated in the project nor in DVC's cache, and a
     file changed after this listing is refused rather than used unnoticed.
+
+    ``folder`` is recorded as written: a path relative to the project (where DVC runs the
+    stages) keeps ``source.json`` the same in every clone and on every machine.
     """
-    folder = folder.expanduser().resolve()
+    written = Path(folder)
+    folder = written.expanduser().resolve()
     if not folder.is_dir():
         raise StageError(
             f"download.path {str(folder)!r} is not a folder; point it at a folder holding one "
             "sub-folder of images per class, or images named by class with download.label_pattern"
         )
     rule = LabelRule(pattern=pattern, first_folder=True)
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     rows, skipped = [], []
-    for relative in files:
+    found = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*")}
+    for relative, path in sorted(found.items()):
+        problem = _not_a_file(path)
+        if problem is not None:
+            if problem:
+                skipped.append({"path": relative, "reason": problem})
+            continue
         label, reason = _label_or_reason(rule, relative)
         if label is None:
             skipped.append({"path": relative, "reason": reason})
@@ -105,27 +138,48 @@ def list_folder(folder: Path, pattern: str | None, out_dir: Path) -> dict[str, o
     if not rows:
         what = "file name matches download.label_pattern" if pattern else "class sub-folders"
         raise StageError(f"download.path {str(folder)!r} has no images in {what}")
+    # Every class seen, even if all its files are set aside below: prepare then reports it
+    # with 0 images instead of the class vanishing without a word.
+    class_names = sorted({row["label"] for row in rows}) if pattern else _folder_classes(folder)
     with ThreadPoolExecutor(worker_count(0) * 2) as pool:
         hashes = pool.map(_hash_file, (folder / row["path"] for row in rows))
-        for row, (sha256, size) in tqdm(
+        for row, hashed in tqdm(
             zip(rows, hashes, strict=True), total=len(rows), desc="hash", unit="file"
         ):
-            row.update(sha256=sha256, size=size)
+            if isinstance(hashed, str):
+                skipped.append({"path": row["path"], "reason": hashed})
+            else:
+                row.update(sha256=hashed[0], size=hashed[1])
+    rows = [row for row in rows if "sha256" in row]
+    skipped.sort(key=lambda entry: entry["path"])
+    if not rows:
+        raise StageError(f"download.path {str(folder)!r}: none of its images can be read")
+    _warn_empty(class_names, rows)
     _write_listing(out_dir / LISTING_FILE, rows)
     listing = hashlib.sha256((out_dir / LISTING_FILE).read_bytes()).hexdigest()
     return {
         "kind": "folder",
         "url": None,
-        "path": str(folder),
+        "path": written.as_posix(),
         "sha256": listing,  # of files.csv, which holds every file's own sha256
         "size": len(rows),
         "bytes": sum(row["size"] for row in rows),
-        "class_names": sorted({row["label"] for row in rows}),
+        "class_names": class_names,
         "labels": rule.to_dict(),
         "layout": "folder",
         "listing": LISTING_FILE,
         "skipped": skipped,
     }
+
+
+def _warn_empty(class_names: list[str], rows: list[dict]) -> None:
+    empty = sorted(set(class_names) - {row["label"] for row in rows})
+    if empty:
+        log.warning(
+            "class(es) %s hold no usable file; prepare will stop on them "
+            "(see prepare.min_per_class)",
+            ", ".join(map(repr, empty)),
+        )
 
 
 def _label_or_reason(rule: LabelRule, relative: str) -> tuple[str | None, str]:
@@ -169,21 +223,37 @@ def _archive_rule(params: DownloadParams) -> LabelRule:
     return LabelRule(pattern=params.label_pattern, image_names_only=True)
 
 
+def _sibling_classes(folders: list[str], labelled: set[str]) -> set[str]:
+    """Names of the folders beside the class folders that hold images: classes too, even
+    when empty or holding no image, so that such a class is counted rather than lost."""
+    parents = {str(PurePosixPath(folder).parent) for folder in labelled}
+    return {
+        PurePosixPath(folder).name
+        for folder in folders
+        if str(PurePosixPath(folder).parent) in parents and not is_clutter(folder)
+    }
+
+
 def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, object]:
     """Validate an archive and count its labelled members; refuse it if nothing is labelled."""
     with Archive(path, limits) as archive:
         archive.test_integrity()
         counts: dict[str, int] = {}
         skipped = []
+        class_folders = set()
         for name in archive.names:
             label, reason = _label_or_reason(rule, name)
             if label is None:
                 skipped.append({"path": name, "reason": reason})
             else:
                 counts[label] = counts.get(label, 0) + 1
+                class_folders.add(str(PurePosixPath(name).parent))
+        if not rule.pattern:
+            for name in _sibling_classes(archive.folders, class_folders):
+                counts.setdefault(name, 0)
         total = archive.total_bytes()
         fmt = archive.format
-    if not counts:
+    if not any(counts.values()):
         hint = (
             "no member name matches download.label_pattern"
             if rule.pattern
@@ -195,6 +265,7 @@ def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, ob
         "format": fmt,
         "size": sum(counts.values()),
         "unpacked_bytes": total,
+        # Classes with 0 images are kept: prepare's min_per_class check names them.
         "class_names": sorted(counts),
         "counts": dict(sorted(counts.items())),
         "labels": rule.to_dict(),
@@ -220,8 +291,9 @@ def download_archive(params: DownloadParams, out_dir: Path, downloads: Path) -> 
     _keep_archive(fetched, out_dir, name, own_copy=not params.path)
     return {
         "kind": "archive",
-        "url": params.url,
-        "path": None if params.url else str(fetched.path),
+        "url": redact_url(params.url),
+        # As written: a path relative to the project reads the same in every clone.
+        "path": None if params.url else Path(params.path).as_posix(),
         "sha256": fetched.sha256,
         "bytes": fetched.size,
         "layout": "archive",
@@ -242,7 +314,7 @@ def download_cifar10(params: DownloadParams, out_dir: Path, downloads: Path) -> 
         splits[split] = splits.get(split, 0) + len(batch.labels)
     return {
         "kind": "cifar10",
-        "url": params.url,
+        "url": redact_url(params.url),
         "path": None,
         "sha256": fetched.sha256,
         "bytes": fetched.size,

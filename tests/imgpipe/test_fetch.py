@@ -3,7 +3,15 @@ import os
 
 import pytest
 
-from imgpipe.fetch import ChecksumMismatch, FetchError, FetchSettings, fetch, part_path
+from imgpipe.fetch import (
+    ChecksumMismatch,
+    FetchError,
+    FetchSettings,
+    fetch,
+    part_path,
+    redact_text,
+    redact_url,
+)
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -107,3 +115,25 @@ def test_unreachable_server_is_retried_then_reported(tmp_path):
             FetchSettings(connect_timeout=1, read_timeout=1, retries=1, backoff=0),
             sleep=lambda s: None,
         )
+
+
+def test_redacted_url_hides_userinfo_and_secret_query_values():
+    url = "https://bob:p%40ss@host.example/a.zip?api_key=K1&token=T2&sig=S3&page=4"
+    assert redact_url(url) == "https://***@host.example/a.zip?api_key=***&token=***&sig=***&page=4"
+    assert redact_url("https://host.example/a.zip") == "https://host.example/a.zip"
+    assert redact_url(None) is None
+    text = "failed for /a.zip?api_key=K1 as bob with p@ss"
+    assert redact_text(text, url) == "failed for /a.zip?api_key=*** as *** with ***"
+
+
+def test_retry_errors_never_show_the_credentials(tmp_path):
+    url = "http://carol:s3cret@127.0.0.1:9/none?access_token=t0ken"
+    with pytest.raises(FetchError, match=r"failed after 1 retries") as raised:
+        fetch(
+            url,
+            tmp_path / "x",
+            None,
+            FetchSettings(connect_timeout=1, read_timeout=1, retries=1, backoff=0),
+            sleep=lambda s: None,
+        )
+    assert "s3cret" not in str(raised.value) and "t0ken" not in str(raised.value)

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,71 @@ def test_folder_source_to_a_trained_model(tmp_path):
     run_pipeline(tmp_path / "raw", tmp_path, ["a", "b", "c"])
 
 
+def test_folder_source_json_is_the_same_in_every_clone(tmp_path, monkeypatch):
+    outputs = []
+    for clone, spelling in [("one", "photos/images"), ("two", "./photos/images/")]:
+        project = tmp_path / clone
+        write_class_folders(project / "photos", ["cat", "dog"], per_class=2)
+        monkeypatch.chdir(project)
+        download.run(DownloadParams(source="folder", path=spelling), project / "data" / "raw")
+        outputs.append((project / "data" / "raw" / "source.json").read_bytes())
+        assert str(tmp_path).encode() not in outputs[-1]
+        items, _ = list_items(project / "data" / "raw")  # read relative to the project
+        expected = project / "photos" / "images" / "cat" / "img-000.png"
+        assert items[0].read() == expected.read_bytes()
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0])["path"] == "photos/images"
+
+
+def test_local_archive_path_is_recorded_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("pets.zip").write_bytes(make_zip(PETS))
+    params = DownloadParams(source="archive", path="pets.zip", sha256=sha(make_zip(PETS)))
+    download.run(params, tmp_path / "raw")
+    recorded = (tmp_path / "raw" / "source.json").read_bytes()
+    assert str(tmp_path).encode() not in recorded
+    assert json.loads(recorded)["path"] == "pets.zip"
+
+
+def test_empty_class_folder_is_counted_and_prepare_names_it(tmp_path):
+    photos = write_class_folders(tmp_path / "photos", ["cat", "dog"], per_class=4) / "images"
+    (photos / "bird").mkdir()
+    (photos / "fish").mkdir()
+    (photos / "fish" / ".hidden.png").write_bytes(png(0, 1))  # set aside: still no images
+    raw = tmp_path / "raw"
+    source = download.run(DownloadParams(source="folder", path=str(photos)), raw)
+    assert source["class_names"] == ["bird", "cat", "dog", "fish"]
+    params = PrepareParams(size=(16, 16), workers=1, min_per_class=2)
+    with pytest.raises(StageError, match=r"'bird' has 0, 'fish' has 0"):
+        prepare.run(params, raw, tmp_path / "prepared", tmp_path / "prepare.json")
+
+
+def test_broken_links_and_unreadable_files_are_listed_as_skipped(tmp_path, monkeypatch):
+    photos = write_class_folders(tmp_path / "photos", ["cat", "dog"], per_class=2) / "images"
+    (photos / "cat" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(photos / "dog" / "pipe.png")
+    locked = photos / "dog" / "locked.png"
+    locked.write_bytes(png(1, 9))
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):  # root reads anything: make the read fail as it would
+
+        def refuse(path):
+            if path.name == "locked.png":
+                raise PermissionError(13, "Permission denied", str(path))
+            return sha(path.read_bytes())
+
+        monkeypatch.setattr(download, "file_sha256", refuse)
+    source = download.run(DownloadParams(source="folder", path=str(photos)), tmp_path / "raw")
+    reasons = {entry["path"]: entry["reason"] for entry in source["skipped"]}
+    assert reasons["cat/gone.png"] == "broken symbolic link"
+    assert reasons["dog/pipe.png"].startswith("not a regular file")
+    assert reasons["dog/locked.png"] == "cannot be read (Permission denied)"
+    assert source["size"] == 4
+    listed = (tmp_path / "raw" / "files.csv").read_text()
+    assert "gone.png" not in listed and "pipe.png" not in listed
+    assert [entry["path"] for entry in source["skipped"]] == sorted(reasons)
+
+
 # --- archive --------------------------------------------------------------------------
 
 PETS = {
@@ -245,6 +311,41 @@ def test_archive_with_labels_in_file_names(tmp_path):
     items, _ = list_items(tmp_path / "raw")
     assert items[-1].origin == "train.tar.gz/train/dog.2.png"
     assert items[-1].read() == members["train/dog.2.png"]
+
+
+def test_archive_empty_class_folder_is_counted_and_prepare_names_it(tmp_path):
+    members = {**PETS, "pets/bird/notes.txt": b"no birds yet"}
+    path = tmp_path / "pets.zip"
+    path.write_bytes(make_zip(members))
+    params = DownloadParams(source="archive", path=str(path), sha256=sha(path.read_bytes()))
+    source = download.run(params, tmp_path / "raw")
+    assert source["counts"] == {"bird": 0, "cat": 12, "dog": 12}
+    with pytest.raises(StageError, match=r"'bird' has 0"):
+        prepare.run(
+            PrepareParams(size=(16, 16), workers=1, min_per_class=2),
+            tmp_path / "raw",
+            tmp_path / "prepared",
+            tmp_path / "prepare.json",
+        )
+
+
+def test_credentials_in_the_url_are_never_recorded_nor_shown(server, tmp_path):
+    data = make_zip(PETS)
+    server.behaviour.files["/pets.zip"] = data
+    url = server.url("/pets.zip?X-Amz-Signature=s1gn3d&part=1").replace(
+        "http://", "http://alice:hunter2@"
+    )
+    params = DownloadParams(source="archive", url=url, sha256=sha(data))
+    download.run(params, tmp_path / "raw", tmp_path / "dl")
+    recorded = (tmp_path / "raw" / "source.json").read_text()
+    assert "hunter2" not in recorded and "s1gn3d" not in recorded and "alice" not in recorded
+    assert "X-Amz-Signature=***&part=1" in json.loads(recorded)["url"]
+    missing = DownloadParams(
+        source="archive", url=url.replace("pets.zip", "nope.zip"), sha256=sha(data)
+    )
+    with pytest.raises(StageError, match="HTTP 404") as raised:
+        download.run(missing, tmp_path / "raw2", tmp_path / "dl")
+    assert "hunter2" not in str(raised.value) and "s1gn3d" not in str(raised.value)
 
 
 def test_corrupted_download_is_a_clear_error_and_leaves_no_output(server, tmp_path):
