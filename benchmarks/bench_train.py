@@ -31,6 +31,9 @@ SIZE = (64, 64)  # width, height: a typical small-CNN input
 BATCH = 64
 CLASSES = ["a", "b"]
 PILLOW_IMAGES = 512  # the Pillow loops are timed on a subset; rates are per image
+# Epochs per timed fit() call: training runs many epochs in one call, so fit's fixed start-up
+# cost (iterators, callbacks) is shared out as it is in real use, not charged to one epoch.
+FIT_EPOCHS = 3
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -113,9 +116,9 @@ def _contenders(project: Path, raw_dir: Path, png_dir: Path):
     model = _model()
 
     def stream():
-        data = training_batches(index, 3, SIZE, BATCH, seed=0, first_epoch=0, epochs=1)
+        data = training_batches(index, 3, SIZE, BATCH, seed=0, first_epoch=0, epochs=FIT_EPOCHS)
         data = data.map(lambda x, y: (x, tf.one_hot(y, len(CLASSES))))
-        model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+        model.fit(data, epochs=FIT_EPOCHS, steps_per_epoch=steps, shuffle=False, verbose=0)
 
     # Held in memory: what the stream must not be slower than.
     pixels = np.stack(
@@ -124,7 +127,7 @@ def _contenders(project: Path, raw_dir: Path, png_dir: Path):
     onehot = np.eye(len(CLASSES), dtype="float32")[index.label]
 
     def in_memory():
-        model.fit(pixels, onehot, batch_size=BATCH, epochs=1, shuffle=True, verbose=0)
+        model.fit(pixels, onehot, batch_size=BATCH, epochs=FIT_EPOCHS, shuffle=True, verbose=0)
 
     originals = {p.stem: p for p in (raw_dir / "images").rglob("*.jpg")}
     subset = rows.iloc[:PILLOW_IMAGES]
@@ -149,8 +152,8 @@ def _contenders(project: Path, raw_dir: Path, png_dir: Path):
             model.train_on_batch(np.stack(batch), labels[start : start + BATCH])
 
     return {
-        "stream": (stream, len(index)),
-        "in_memory": (in_memory, len(index)),
+        "stream": (stream, FIT_EPOCHS * len(index)),
+        "in_memory": (in_memory, FIT_EPOCHS * len(index)),
         "pillow_jpeg": (lambda: pillow_loop(jpegs, resize=True), len(jpegs)),
         "pillow_png": (lambda: pillow_loop(pngs, resize=False), len(pngs)),
     }
