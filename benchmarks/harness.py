@@ -200,3 +200,13 @@ def format_growth_table(rows: list[Growth]) -> str:
             f"{row.unit:<5} {row.per_1k_more:>11.3g} {row.growth:>6.2f}x {goal}"
         )
     return "\n".join(lines)
+
+
+def row_to_dict(row: Comparison | Growth) -> dict:
+    return {"kind": type(row).__name__, **asdict(row)}
+
+
+def row_from_dict(data: dict) -> Comparison | Growth:
+    kinds = {"Comparison": Comparison, "Growth": Growth}
+    fields = {key: value for key, value in data.items() if key != "kind"}
+    return kinds[data["kind"]](**fields)

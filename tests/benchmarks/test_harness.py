@@ -60,3 +60,46 @@ def test_measure_command_sees_memory_of_child_processes(tmp_path):
     cost = measure_command([sys.executable, "-c", parent], tmp_path)
     assert cost.peak_rss_mib > 180
     assert cost.seconds >= 0.5
+
+
+def test_rows_survive_the_trip_between_processes():
+    from benchmarks.harness import Growth, row_from_dict, row_to_dict
+
+    rows = [
+        Comparison("s", "w", "img/s", 3.0, 1.0, "loop", goal=2, samples={"ours": [3.0]}),
+        Growth("s", "noop", "s", 0.5, 0.6, 100, 1000, goal=1.5),
+    ]
+    assert [row_from_dict(row_to_dict(row)) for row in rows] == rows
+
+
+def test_each_benchmark_runs_in_its_own_interpreter(monkeypatch):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from benchmarks import __main__ as runner
+
+    calls = []
+
+    def fake_run(args, check):
+        calls.append(args)
+        Path(args[args.index("--rows-to") + 1]).write_text(
+            json.dumps(
+                [
+                    {
+                        "kind": "Comparison",
+                        "stage": "x",
+                        "what": "w",
+                        "unit": "u",
+                        "ours": 2.0,
+                        "plain": 1.0,
+                        "plain_name": "p",
+                    }
+                ]
+            )
+        )
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    rows = runner.run_isolated("augment", 0.5, 2)
+    assert rows[0].ratio == 2.0
+    assert calls[0][1:5] == ["-m", "benchmarks", "augment", "--scale"]
