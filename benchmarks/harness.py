@@ -28,7 +28,7 @@ class Comparison:
     plain: float
     plain_name: str
     higher_is_better: bool = True
-    goal: float | None = None  # the ratio the issue asks for, if any
+    goal: float | None = None  # the ratio the design asks for, if any
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     @property
