@@ -93,9 +93,6 @@ class Archive:
         found.discard(".")
         return sorted(found)
 
-    def size(self, name: str) -> int:
-        return self._sizes[name]
-
     def total_bytes(self) -> int:
         return sum(self._sizes.values())
 

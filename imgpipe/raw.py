@@ -46,6 +46,7 @@ class RawItem:
     label: str
     read: Callable[[], bytes]
     split: str | None = None  # a split the source itself assigns (CIFAR-10's test batch)
+    path: Path | None = None  # a plain local file, which a worker process can open itself
 
 
 def read_source(raw_dir: Path) -> dict:
@@ -88,6 +89,7 @@ def _class_folder_items(raw_dir: Path, root: Path) -> list[RawItem]:
                         origin=path.relative_to(raw_dir).as_posix(),
                         label=class_dir.name,
                         read=path.read_bytes,
+                        path=path,
                     )
                 )
     return items

@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 MANIFEST = "manifest.csv"
+INFO_FILE = "info.json"  # beside a prepared manifest: the image standard and the classes
+SOURCE_SPLIT = "source_split"  # manifest column, only when the source has its own split
 SHARD_PATTERN = "shard-{:05d}.tar"
 
 
@@ -98,6 +100,11 @@ def read_split(split_dir: Path | str, name: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the split stage first (dvc repro split)")
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def split_rows(manifest: pd.DataFrame, split_dir: Path | str, name: str) -> pd.DataFrame:
+    """The manifest rows that the split ``name`` names."""
+    return manifest[manifest["id"].isin(read_split(split_dir, name)["id"])]
 
 
 def read_images(directory: Path | str, rows: pd.DataFrame) -> Iterator[tuple[str, bytes]]:

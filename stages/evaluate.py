@@ -38,7 +38,7 @@ from imgpipe.cli import StageError, run_main
 from imgpipe.images import decode_png_array
 from imgpipe.params import EvaluateParams, load_params
 from imgpipe.plots import Tile, confusion_image, gallery_image
-from imgpipe.shards import read_images, read_manifest, read_split
+from imgpipe.shards import read_images, read_manifest, split_rows
 from imgpipe.trained import Trained, load_trained, top_k
 
 log = logging.getLogger("imgpipe.evaluate")
@@ -203,7 +203,7 @@ def most_confident_mistakes(
 def load_test_rows(prepared_dir: Path, split_dir: Path, classes: list[str]) -> pd.DataFrame:
     """The test split's manifest rows in shard order, so shards are read front to back."""
     prepared = read_manifest(prepared_dir)
-    rows = prepared[prepared["id"].isin(read_split(split_dir, "test")["id"])]
+    rows = split_rows(prepared, split_dir, "test")
     if rows.empty:
         raise StageError(f"{split_dir}/test.csv names no image of {prepared_dir}: rerun split")
     unknown = sorted(set(rows["label"]) - set(classes))

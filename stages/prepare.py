@@ -38,7 +38,7 @@ from imgpipe.parallel import ordered_map
 from imgpipe.params import PrepareParams, load_params
 from imgpipe.preview_grid import contact_sheet
 from imgpipe.raw import RawItem, list_items, read_source
-from imgpipe.shards import MANIFEST, PackedImage, ShardWriter
+from imgpipe.shards import INFO_FILE, MANIFEST, SOURCE_SPLIT, PackedImage, ShardWriter
 
 log = logging.getLogger("imgpipe.prepare")
 
@@ -46,9 +46,7 @@ RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 REPORT = Path("reports/prepare.json")
 PREVIEW = Path("reports/prepare/preview.png")
-INFO_FILE = "info.json"
 MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "sha256", "group"]
-SOURCE_SPLIT = "source_split"  # only when the source has its own split (CIFAR-10's test batch)
 PREVIEW_PER_CLASS = 8
 PREVIEW_CLASSES = 24
 
@@ -117,8 +115,8 @@ def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> 
 
 def _content(item: RawItem) -> Content:
     """What a worker needs to get the item's bytes: a local file's path, or the bytes."""
-    if getattr(item.read, "__func__", None) is Path.read_bytes:
-        return LocalFile(os.fspath(item.read.__self__))  # type: ignore[attr-defined]
+    if item.path is not None:
+        return LocalFile(os.fspath(item.path))
     try:
         return item.read()  # an archive member, say: read where its archive is open
     except OSError as err:

@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from imgpipe import atomic
 from imgpipe.cli import StageError, run_main
 from imgpipe.params import SplitParams, load_params
-from imgpipe.shards import read_manifest
+from imgpipe.shards import SOURCE_SPLIT, read_manifest
 
 log = logging.getLogger("imgpipe.split")
 
@@ -29,7 +29,6 @@ PREPARED_DIR = Path("data/prepared")
 SPLIT_DIR = Path("data/split")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_COLUMNS = ["id", "label", "group"]
-SOURCE_SPLIT = "source_split"  # prepared manifest column: the source's own split, if any
 
 
 def _check_splittable(groups: pd.DataFrame, fractions: dict[str, float]) -> None:

@@ -23,7 +23,7 @@ from imgpipe import atomic
 from imgpipe.cli import StageError, run_main
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.params import TrainParams, load_params
-from imgpipe.shards import MANIFEST, read_manifest, read_split
+from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
 from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
 
 log = logging.getLogger("imgpipe.train")
@@ -36,10 +36,6 @@ LIVE_DIR = Path("reports/train")
 BACKUP_ROOT = Path(".train-backup")
 TENSORBOARD_DIR = Path("logs/tensorboard")
 PARAMS_FILE = "params.json"
-
-
-def _split_rows(prepared, split_dir: Path, name: str):
-    return prepared[prepared["id"].isin(read_split(split_dir, name)["id"])]
 
 
 def _class_weights(params: TrainParams, classes: list[str], counts) -> list[float]:
@@ -159,7 +155,7 @@ class Inputs:
 def read_inputs(prepared_dir: Path, split_dir: Path, augmented_dir: Path) -> Inputs:
     from imgpipe.dataset import sample_index
 
-    info_file = prepared_dir / "info.json"
+    info_file = prepared_dir / INFO_FILE
     if not info_file.exists():
         raise FileNotFoundError(f"{info_file} is missing: run the prepare stage first")
     info = json.loads(info_file.read_text(encoding="utf-8"))
@@ -167,10 +163,10 @@ def read_inputs(prepared_dir: Path, split_dir: Path, augmented_dir: Path) -> Inp
     prepared = read_manifest(prepared_dir)
     augmented = read_manifest(augmented_dir)
     train_index = sample_index(
-        [(prepared_dir, _split_rows(prepared, split_dir, "train")), (augmented_dir, augmented)],
+        [(prepared_dir, split_rows(prepared, split_dir, "train")), (augmented_dir, augmented)],
         {name: i for i, name in enumerate(classes)},
     )
-    val_rows = _split_rows(prepared, split_dir, "val")
+    val_rows = split_rows(prepared, split_dir, "val")
     if not len(train_index) or not len(val_rows):
         raise StageError(
             f"train needs training and validation images; found {len(train_index)} and "
