@@ -24,12 +24,14 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from Augmentor import Pipeline
 
 from benchmarks.corpus import make_raw_dir
 from benchmarks.harness import Comparison, median, time_call
+from imgpipe.layout import Layout
 from imgpipe.params import AugmentOperation, AugmentParams, PrepareParams, SplitParams
 from imgpipe.shards import read_images, read_manifest, read_split
 from stages import augment, prepare, split
@@ -55,8 +57,9 @@ def prepared_corpus(root: Path, images: int) -> tuple[Path, Path]:
     raw, prepared, split_dir = root / "raw", root / "prepared", root / "split"
     make_raw_dir(raw, images, seed=SEED)
     params = PrepareParams(size=SIZE, color="rgb", workers=0)
-    prepare.run(params, raw, prepared, root / "prepare.json")
-    split.run(SplitParams(val=0.15, test=0.15), SEED, prepared, split_dir)
+    layout = replace(Layout.under(root), raw=raw, prepared=prepared, split=split_dir)
+    prepare.run(params, layout)
+    split.run(SplitParams(val=0.15, test=0.15), SEED, layout)
     return prepared, split_dir
 
 

@@ -22,6 +22,7 @@ import resource
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -30,6 +31,7 @@ from benchmarks.corpus import make_raw_dir
 from benchmarks.harness import Comparison, measure_command, median, median_rates
 from imgpipe.cli import worker_count
 from imgpipe.images import RESAMPLE, luma_weights
+from imgpipe.layout import Layout
 from imgpipe.params import PrepareParams
 from stages import prepare
 
@@ -46,11 +48,13 @@ DECODE_NAME = "1-process decode only (open + load)"
 MEMORY_PROBE = """
 import sys
 from pathlib import Path
+from dataclasses import replace
+from imgpipe.layout import Layout
 from imgpipe.params import PrepareParams
 from stages import prepare
 params = PrepareParams.model_validate_json(sys.argv[1])
 out = Path(sys.argv[3])
-prepare.run(params, Path(sys.argv[2]), out / "prepared", out / "prepare.json")
+prepare.run(params, replace(Layout.under(out), raw=Path(sys.argv[2]), prepared=out / "prepared"))
 """
 
 
@@ -75,7 +79,7 @@ def decode_only(files: list[Path]) -> None:
 
 
 def _stage(params: PrepareParams, raw_dir: Path, out: Path) -> None:
-    prepare.run(params, raw_dir, out / "prepared", out / "prepare.json")
+    prepare.run(params, replace(Layout.under(out), raw=raw_dir, prepared=out / "prepared"))
 
 
 def cpu_seconds(fn) -> float:

@@ -18,12 +18,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.corpus import make_raw_dir
 from benchmarks.harness import Comparison, median, time_call
+from imgpipe.layout import Layout
 
 log = logging.getLogger("benchmarks.train")
 
@@ -43,18 +45,15 @@ def _prepare(raw_dir: Path, work: Path) -> Path:
     from stages import augment, prepare, split
 
     project = work / "small"
-    prepare.run(
-        PrepareParams(size=SIZE, color="rgb", workers=0),
-        raw_dir,
-        project / "prepared",
-        work / "prepare.json",
-    )
+    layout = replace(Layout.under(work), raw=raw_dir, prepared=project / "prepared")
+    prepare.run(PrepareParams(size=SIZE, color="rgb", workers=0), layout)
     _split_and_augment(project, split, augment, SplitParams(), AugmentParams())
     return project
 
 
 def _split_and_augment(project: Path, split, augment, split_params, augment_params) -> None:
-    split.run(split_params, 0, project / "prepared", project / "split")
+    layout = replace(Layout.under(project), prepared=project / "prepared", split=project / "split")
+    split.run(split_params, 0, layout)
     augment.run(augment_params, 0, project / "prepared", project / "split", project / "augmented")
 
 

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 
 MAX_MEMBERS = 1_000_000
 MAX_TOTAL_BYTES = 64 * 1024**3

@@ -27,7 +27,7 @@ import numpy as np
 from Augmentor import Pipeline
 from PIL import Image
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 from imgpipe.params import AugmentOperation, OperationChange
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgpipe.archives import Archive
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 
 CLASSES = [
     "airplane",

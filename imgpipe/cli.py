@@ -7,13 +7,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from imgpipe.params import ParamsError
+from imgpipe.errors import StageError
 
 log = logging.getLogger("imgpipe")
-
-
-class StageError(RuntimeError):
-    """A problem with the user's data or settings; the message says what to do."""
 
 
 def worker_count(requested: int) -> int:
@@ -35,6 +31,6 @@ def run_main(stage: str, body: Callable[[], object]) -> None:
     )
     try:
         body()
-    except (ParamsError, StageError, FileNotFoundError) as err:
+    except StageError as err:
         log.error("%s", err)
         sys.exit(2)

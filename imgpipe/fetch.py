@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 import requests
 from tqdm import tqdm
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 
 log = logging.getLogger("imgpipe.fetch")
 

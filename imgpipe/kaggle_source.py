@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 
 log = logging.getLogger("imgpipe.kaggle")
 

@@ -22,13 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from imgpipe.errors import ParamsError
 from imgpipe.images import luma_weights, parse_color
 
 PARAMS_FILE = Path("params.yaml")
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or holds a value the pipeline cannot use."""
 
 
 def class_names_as_text(value: Any) -> Any:

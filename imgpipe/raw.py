@@ -27,17 +27,12 @@ from PIL import Image
 
 from imgpipe import cifar
 from imgpipe.archives import Archive, Limits
-from imgpipe.cli import StageError
+from imgpipe.errors import RawDataError
 from imgpipe.labels import IGNORED_NAMES, LabelRule, is_clutter
 
 SOURCE_FILE = "source.json"
 LISTING_FILE = "files.csv"
 LISTING_COLUMNS = ["path", "label", "size", "sha256"]
-__all__ = ["IGNORED_NAMES", "SOURCE_FILE", "RawDataError", "RawItem", "list_items", "read_source"]
-
-
-class RawDataError(StageError):
-    """data/raw/ is missing or not laid out the way its source.json says."""
 
 
 @dataclass(frozen=True)

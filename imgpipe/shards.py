@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from imgpipe.errors import MissingInputError
+
 MANIFEST = "manifest.csv"
 INFO_FILE = "info.json"  # beside a prepared manifest: the image standard and the classes
 SOURCE_SPLIT = "source_split"  # manifest column, only when the source has its own split
@@ -89,7 +91,7 @@ def write_manifest(directory: Path, rows: Iterable[dict[str, object]], columns: 
 def read_manifest(directory: Path | str) -> pd.DataFrame:
     path = Path(directory) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the stage that writes it (dvc repro)")
+        raise MissingInputError(f"{path} is missing: run the stage that writes it (dvc repro)")
     return pd.read_csv(
         path, dtype={"id": str, "label": str, "origin": str, "group": str}, keep_default_na=False
     )
@@ -98,7 +100,7 @@ def read_manifest(directory: Path | str) -> pd.DataFrame:
 def read_split(split_dir: Path | str, name: str) -> pd.DataFrame:
     path = Path(split_dir) / f"{name}.csv"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the split stage first (dvc repro split)")
+        raise MissingInputError(f"{path} is missing: run the split stage first (dvc repro split)")
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 from imgpipe.images import Standard
 
 MODEL_FILE = "model.keras"

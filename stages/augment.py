@@ -25,7 +25,8 @@ from tqdm import tqdm
 from imgpipe import atomic
 from imgpipe.augment_ops import Applied, BuiltOperation, augment_copies, build_class_operations
 from imgpipe.augment_preview import PreviewRow, draw_preview
-from imgpipe.cli import StageError, run_main, worker_count
+from imgpipe.cli import run_main, worker_count
+from imgpipe.errors import StageError
 from imgpipe.images import decode, encode_png
 from imgpipe.parallel import ordered_map
 from imgpipe.params import AugmentParams, load_params

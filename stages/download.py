@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from imgpipe import atomic, cifar, crawl, kaggle_source
 from imgpipe.archives import Archive, Limits, copy_file
-from imgpipe.cli import StageError, run_main, worker_count
+from imgpipe.cli import run_main, worker_count
+from imgpipe.errors import StageError
 from imgpipe.fetch import FetchSettings, fetch, file_sha256, redact_url, verified_file
 from imgpipe.labels import LabelRule, is_clutter
 from imgpipe.params import DownloadParams, load_params

@@ -34,7 +34,8 @@ from sklearn.metrics import (
 from tqdm import tqdm
 
 from imgpipe import atomic
-from imgpipe.cli import StageError, run_main
+from imgpipe.cli import run_main
+from imgpipe.errors import StageError
 from imgpipe.images import decode_png_array
 from imgpipe.params import EvaluateParams, load_params
 from imgpipe.plots import Tile, confusion_image, gallery_image

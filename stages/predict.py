@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from imgpipe import atomic
-from imgpipe.cli import StageError, run_main, worker_count
+from imgpipe.cli import run_main, worker_count
+from imgpipe.errors import StageError
 from imgpipe.images import Rejection, Standard, model_array, standardize_file
 from imgpipe.labels import IMAGE_SUFFIXES, is_clutter
 from imgpipe.parallel import ordered_map

@@ -24,7 +24,8 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from imgpipe import atomic
-from imgpipe.cli import StageError, run_main, worker_count
+from imgpipe.cli import run_main, worker_count
+from imgpipe.errors import StageError
 from imgpipe.images import (
     ALPHA_MODES,
     SIXTEEN_BIT_MODES,
@@ -34,6 +35,7 @@ from imgpipe.images import (
     encode_png,
     standardize_file,
 )
+from imgpipe.layout import Layout
 from imgpipe.parallel import ordered_map
 from imgpipe.params import PrepareParams, load_params
 from imgpipe.preview_grid import contact_sheet
@@ -42,10 +44,6 @@ from imgpipe.shards import INFO_FILE, MANIFEST, SOURCE_SPLIT, PackedImage, Shard
 
 log = logging.getLogger("imgpipe.prepare")
 
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-REPORT = Path("reports/prepare.json")
-PREVIEW = Path("reports/prepare/preview.png")
 MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "sha256", "group"]
 PREVIEW_PER_CLASS = 8
 PREVIEW_CLASSES = 24
@@ -273,18 +271,13 @@ class Tally:
         ]
 
 
-def run(
-    params: PrepareParams,
-    raw_dir: Path,
-    prepared_dir: Path,
-    report_path: Path,
-    preview_path: Path | None = None,
-) -> dict:
+def run(params: PrepareParams, layout: Layout) -> dict:
+    """Standardize ``layout.raw`` into ``layout.prepared``; write the report and preview."""
     standard = standard_from_params(params)
-    items, classes = list_items(raw_dir)
+    items, classes = list_items(layout.raw)
     tally = Tally(classes)
     # Files download already set aside (hidden, system, unlabelled) belong in the same report.
-    tally.skipped = list(read_source(raw_dir).get("skipped", []))
+    tally.skipped = list(read_source(layout.raw).get("skipped", []))
     tally.before.update(item.label for item in items)
     workers = worker_count(params.workers)
     log.info(
@@ -296,15 +289,15 @@ def run(
         standard.fit,
         workers,
     )
-    with atomic.atomic_dir(prepared_dir) as scratch:
+    with atomic.atomic_dir(layout.prepared) as scratch:
         _write_prepared(items, standard, params, workers, scratch, tally)
         summary = tally.summary(standard)
         # Written before the class check, so a stopped stage still shows why files were dropped.
-        atomic.write_json(report_path, summary)
-        _check_class_sizes(tally, params.min_per_class, report_path)
-    if preview_path is not None:
-        atomic.write_bytes(preview_path, contact_sheet(tally.preview_rows(), PREVIEW_PER_CLASS))
-    _log_summary(summary, report_path)
+        atomic.write_json(layout.prepare_report, summary)
+        _check_class_sizes(tally, params.min_per_class, layout.prepare_report)
+    preview = contact_sheet(tally.preview_rows(), PREVIEW_PER_CLASS)
+    atomic.write_bytes(layout.prepare_preview, preview)
+    _log_summary(summary, layout.prepare_report)
     return summary
 
 
@@ -382,7 +375,7 @@ def _log_summary(summary: dict, report_path: Path) -> None:
 
 
 def main() -> None:
-    run_main("prepare", lambda: run(load_params().prepare, RAW_DIR, PREPARED_DIR, REPORT, PREVIEW))
+    run_main("prepare", lambda: run(load_params().prepare, Layout()))
 
 
 if __name__ == "__main__":

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from imgpipe import atomic
-from imgpipe.cli import StageError, run_main
+from imgpipe.cli import run_main
+from imgpipe.errors import StageError
+from imgpipe.layout import Layout
 from imgpipe.params import SplitParams, load_params
 from imgpipe.shards import SOURCE_SPLIT, read_manifest
 
 log = logging.getLogger("imgpipe.split")
 
-PREPARED_DIR = Path("data/prepared")
-SPLIT_DIR = Path("data/split")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_COLUMNS = ["id", "label", "group"]
 
@@ -98,11 +97,12 @@ def assign_splits(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.
     return manifest["group"].map(names)
 
 
-def run(params: SplitParams, seed: int, prepared_dir: Path, split_dir: Path) -> dict:
-    manifest = read_manifest(prepared_dir)
+def run(params: SplitParams, seed: int, layout: Layout) -> dict:
+    """Write ``layout.split``'s manifests from ``layout.prepared``'s."""
+    manifest = read_manifest(layout.prepared)
     splits = assign_splits(manifest, params, seed)
     summary = {}
-    with atomic.atomic_dir(split_dir) as scratch:
+    with atomic.atomic_dir(layout.split) as scratch:
         for name in SPLIT_NAMES:
             rows = manifest.loc[splits == name, SPLIT_COLUMNS].sort_values("id")
             rows.to_csv(scratch / f"{name}.csv", index=False, lineterminator="\n")
@@ -131,7 +131,7 @@ def _report_source_test(manifest: pd.DataFrame, splits: pd.Series) -> int:
 def main() -> None:
     def body() -> None:
         params = load_params()
-        run(params.split, params.base.seed, PREPARED_DIR, SPLIT_DIR)
+        run(params.split, params.base.seed, Layout())
 
     run_main("split", body)
 

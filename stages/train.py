@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from imgpipe import atomic
-from imgpipe.cli import StageError, run_main
+from imgpipe.cli import run_main
+from imgpipe.errors import MissingInputError, StageError
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.params import TrainParams, load_params
 from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
@@ -157,7 +158,7 @@ def read_inputs(prepared_dir: Path, split_dir: Path, augmented_dir: Path) -> Inp
 
     info_file = prepared_dir / INFO_FILE
     if not info_file.exists():
-        raise FileNotFoundError(f"{info_file} is missing: run the prepare stage first")
+        raise MissingInputError(f"{info_file} is missing: run the prepare stage first")
     info = json.loads(info_file.read_text(encoding="utf-8"))
     classes = info["classes"]
     prepared = read_manifest(prepared_dir)

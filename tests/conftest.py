@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from imgpipe.layout import Layout
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def layout_of(root: Path, **paths: Path) -> Layout:
+    """The contract's paths below ``root``, with the ones given moved where the test wants."""
+    return replace(Layout.under(root), **paths)
 
 
 def class_image(label_index: int, sample: int, size: tuple[int, int] = (24, 24)) -> Image.Image:
@@ -62,9 +70,7 @@ def prepared_dir(raw_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "prepared"
     prepare.run(
         PrepareParams(size=(16, 16), color="rgb", workers=1),
-        raw_dir,
-        out,
-        tmp_path / "reports" / "prepare.json",
+        layout_of(tmp_path, raw=raw_dir, prepared=out),
     )
     return out
 
@@ -75,7 +81,9 @@ def split_dir(prepared_dir: Path, tmp_path: Path) -> Path:
     from stages import split
 
     out = tmp_path / "split"
-    split.run(SplitParams(val=0.2, test=0.2), 7, prepared_dir, out)
+    split.run(
+        SplitParams(val=0.2, test=0.2), 7, layout_of(tmp_path, prepared=prepared_dir, split=out)
+    )
     return out
 
 

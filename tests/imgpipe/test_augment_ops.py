@@ -15,7 +15,8 @@ from imgpipe.augment_ops import (
     operation_names,
     sample_seed,
 )
-from imgpipe.params import AugmentOperation, ParamsError, parse_params
+from imgpipe.errors import ParamsError
+from imgpipe.params import AugmentOperation, parse_params
 from tests.conftest import class_image
 
 # Smallest valid arguments for the operations that need some.

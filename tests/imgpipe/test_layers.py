@@ -1,5 +1,6 @@
 import pytest
 
+from imgpipe.errors import ParamsError
 from imgpipe.layers import (
     PRESETS,
     LayerListError,
@@ -8,7 +9,7 @@ from imgpipe.layers import (
     output_shapes,
     resolve,
 )
-from imgpipe.params import ParamsError, parse_params
+from imgpipe.params import parse_params
 
 
 def test_defaults_are_written_out_in_the_resolved_list():

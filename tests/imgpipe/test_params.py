@@ -1,6 +1,7 @@
 import pytest
 
-from imgpipe.params import ParamsError, load_params, parse_params
+from imgpipe.errors import ParamsError
+from imgpipe.params import load_params, parse_params
 
 
 def test_defaults_parse_and_committed_params_are_valid():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgpipe.raw import RawDataError, RawItem, list_items
+from imgpipe.errors import RawDataError
+from imgpipe.raw import RawItem, list_items
 from tests.archive_makers import make_cifar, make_zip
 
 

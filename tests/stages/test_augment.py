@@ -17,7 +17,7 @@ from imgpipe.images import decode, decode_png_array
 from imgpipe.params import AugmentOperation, AugmentParams, PrepareParams, SplitParams
 from imgpipe.shards import read_images, read_manifest, read_split
 from stages import augment, prepare, split
-from tests.conftest import tree_bytes, write_class_folders
+from tests.conftest import layout_of, tree_bytes, write_class_folders
 
 OPERATIONS = [
     AugmentOperation(name="rotate", probability=0.9, max_left_rotation=15, max_right_rotation=15),
@@ -47,9 +47,10 @@ def with_duplicates(tmp_path):
         for source in sorted(folder.glob("img-*.png"))[::3]:
             shutil.copy(source, folder / f"copy-of-{source.name}")
     prepared = tmp_path / "prepdup"
-    prepare.run(PrepareParams(size=(16, 16), color="rgb", workers=1), raw, prepared, tmp_path / "r")
     split_dir = tmp_path / "splitdup"
-    split.run(SplitParams(val=0.2, test=0.2), 5, prepared, split_dir)
+    layout = layout_of(tmp_path, raw=raw, prepared=prepared, split=split_dir)
+    prepare.run(PrepareParams(size=(16, 16), color="rgb", workers=1), layout)
+    split.run(SplitParams(val=0.2, test=0.2), 5, layout)
     return prepared, split_dir
 
 
@@ -97,8 +98,9 @@ def test_per_class_balances_the_classes_to_the_target(tmp_path):
         for path in sorted((raw / "images" / name).iterdir())[keep:]:
             path.unlink()
     prepared, split_dir = tmp_path / "prepared", tmp_path / "split"
-    prepare.run(PrepareParams(size=(16, 16), color="rgb", workers=1), raw, prepared, tmp_path / "r")
-    split.run(SplitParams(val=0.2, test=0.2), 1, prepared, split_dir)
+    layout = layout_of(tmp_path, raw=raw, prepared=prepared, split=split_dir)
+    prepare.run(PrepareParams(size=(16, 16), color="rgb", workers=1), layout)
+    split.run(SplitParams(val=0.2, test=0.2), 1, layout)
     train_counts = read_split(split_dir, "train")["label"].value_counts()
     assert train_counts.to_dict() == {"many": 18, "some": 12, "few": 6}
 

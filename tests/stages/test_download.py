@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgpipe import crawl
 from imgpipe.archives import UnsafeArchive
-from imgpipe.cli import StageError
+from imgpipe.errors import RawDataError, StageError
 from imgpipe.fetch import ChecksumMismatch
 from imgpipe.images import decode_png_array
 from imgpipe.params import (
@@ -25,11 +25,11 @@ from imgpipe.params import (
     TrainParams,
     parse_params,
 )
-from imgpipe.raw import RawDataError, list_items
+from imgpipe.raw import list_items
 from imgpipe.shards import read_images, read_manifest
 from stages import augment, download, evaluate, prepare, split, train
 from tests.archive_makers import make_cifar, make_tar, make_zip, tar_with, zip_with
-from tests.conftest import class_image, write_class_folders
+from tests.conftest import class_image, layout_of, write_class_folders
 
 
 def png(label_index: int, sample: int, size=(24, 24)) -> bytes:
@@ -45,13 +45,9 @@ def sha(data: bytes) -> str:
 def run_pipeline(raw, tmp_path, classes, prepare_params=None):
     """Every stage after download, in order, in tmp dirs; returns the test metrics."""
     prepared, splits, aug = tmp_path / "prepared", tmp_path / "split", tmp_path / "aug"
-    prepare.run(
-        prepare_params or PrepareParams(size=(16, 16), color="rgb", workers=1),
-        raw,
-        prepared,
-        tmp_path / "reports" / "prepare.json",
-    )
-    split.run(SplitParams(val=0.2, test=0.2), 3, prepared, splits)
+    layout = layout_of(tmp_path, raw=raw, prepared=prepared, split=splits, augmented=aug)
+    prepare.run(prepare_params or PrepareParams(size=(16, 16), color="rgb", workers=1), layout)
+    split.run(SplitParams(val=0.2, test=0.2), 3, layout)
     augment.run(AugmentParams(per_class=0, workers=1), 3, prepared, splits, aug)
     train.run(
         TrainParams(epochs=3, batch_size=16, lr=0.003),
@@ -230,7 +226,7 @@ def test_empty_class_folder_is_counted_and_prepare_names_it(tmp_path):
     assert source["class_names"] == ["bird", "cat", "dog", "fish"]
     params = PrepareParams(size=(16, 16), workers=1, min_per_class=2)
     with pytest.raises(StageError, match=r"'bird' has 0, 'fish' has 0"):
-        prepare.run(params, raw, tmp_path / "prepared", tmp_path / "prepare.json")
+        prepare.run(params, layout_of(tmp_path, raw=raw, prepared=tmp_path / "prepared"))
 
 
 def test_broken_links_and_unreadable_files_are_listed_as_skipped(tmp_path, monkeypatch):
@@ -323,9 +319,7 @@ def test_archive_empty_class_folder_is_counted_and_prepare_names_it(tmp_path):
     with pytest.raises(StageError, match=r"'bird' has 0"):
         prepare.run(
             PrepareParams(size=(16, 16), workers=1, min_per_class=2),
-            tmp_path / "raw",
-            tmp_path / "prepared",
-            tmp_path / "prepare.json",
+            layout_of(tmp_path, raw=tmp_path / "raw", prepared=tmp_path / "prepared"),
         )
 
 
@@ -427,9 +421,7 @@ def test_cifar_pixels_and_labels_survive_download_and_prepare(cifar_server, tmp_
     assert {i.split for i in items if "/data_batch_" in i.origin} == {None}
     prepare.run(
         PrepareParams(size=(32, 32), color="rgb", workers=1, min_per_class=1),
-        tmp_path / "raw",
-        tmp_path / "prepared",
-        tmp_path / "prepare.json",
+        layout_of(tmp_path, raw=tmp_path / "raw", prepared=tmp_path / "prepared"),
     )
     manifest = read_manifest(tmp_path / "prepared").set_index("origin", drop=False)
     batches = cifar_server.cifar[1]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imgpipe.cli import StageError
+from imgpipe.errors import ParamsError, StageError
 from imgpipe.images import decode_png_array
-from imgpipe.params import EvaluateParams, ParamsError, parse_params
+from imgpipe.params import EvaluateParams, parse_params
 from imgpipe.shards import read_images, read_manifest, read_split
 from stages import evaluate
 from tests.conftest import tree_bytes

@@ -15,7 +15,7 @@ from imgpipe.params import PrepareParams
 from imgpipe.shards import read_images, read_manifest
 from imgpipe.trained import load_trained
 from stages import predict, prepare
-from tests.conftest import write_class_folders
+from tests.conftest import layout_of, write_class_folders
 from tests.stages.tiny_model import CLASSES, trained_project
 
 
@@ -58,7 +58,7 @@ def _stored_pixels(prepared_dir):
 def test_input_tensor_of_an_original_equals_the_prepared_pixels(tmp_path, params):
     raw = write_class_folders(tmp_path / "raw", ["a", "b"], per_class=4, size=(24, 24))
     prepared = tmp_path / "prepared"
-    prepare.run(params, raw, prepared, tmp_path / "prepare.json")
+    prepare.run(params, layout_of(tmp_path, raw=raw, prepared=prepared))
     info = json.loads((prepared / "info.json").read_text())
     standard = Standard.from_dict(info["standard"])
     stored = _stored_pixels(prepared)

@@ -6,21 +6,20 @@ import numpy as np
 import pytest
 from PIL import BmpImagePlugin, Image
 
-from imgpipe.cli import StageError
+from imgpipe.errors import ParamsError, StageError
 from imgpipe.images import Standard, decode_png_array, standardize_bytes
-from imgpipe.params import ParamsError, PrepareParams, parse_params
+from imgpipe.params import PrepareParams, parse_params
 from imgpipe.shards import read_images, read_manifest
 from stages import prepare
-from tests.conftest import class_image, tree_bytes
+from tests.conftest import class_image, layout_of, tree_bytes
 from tests.imgpipe.test_images import png_header_only
 
 
-def _run(raw_dir, tmp_path, preview=False, **overrides):
+def _run(raw_dir, tmp_path, **overrides):
     params = PrepareParams(**{"size": (16, 16), "workers": 1, **overrides})
-    report = tmp_path / "reports" / "prepare.json"
-    preview_path = tmp_path / "reports" / "prepare" / "preview.png" if preview else None
-    summary = prepare.run(params, raw_dir, tmp_path / "prepared", report, preview_path)
-    return summary, json.loads(report.read_text())
+    layout = layout_of(tmp_path, raw=raw_dir, prepared=tmp_path / "prepared")
+    summary = prepare.run(params, layout)
+    return summary, json.loads(layout.prepare_report.read_text())
 
 
 def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -192,14 +191,14 @@ def test_fit_fill_and_luma_reach_the_shards(raw_dir, tmp_path):
 def test_output_bytes_do_not_depend_on_worker_count(raw_dir, tmp_path):
     (raw_dir / "images" / "circle" / "empty.png").write_bytes(b"")
     one, two = tmp_path / "one", tmp_path / "two"
-    _run(raw_dir, one, preview=True, workers=1)
-    _run(raw_dir, two, preview=True, workers=2)
+    _run(raw_dir, one, workers=1)
+    _run(raw_dir, two, workers=2)
     assert tree_bytes(one / "prepared") == tree_bytes(two / "prepared")
     assert tree_bytes(one / "reports") == tree_bytes(two / "reports")
 
 
 def test_preview_grid_shows_each_class(raw_dir, tmp_path):
-    _run(raw_dir, tmp_path, preview=True, color="rgb")
+    _run(raw_dir, tmp_path, color="rgb")
     preview = Image.open(tmp_path / "reports" / "prepare" / "preview.png")
     assert preview.format == "PNG"
     assert preview.height >= 3 * 64 and preview.width >= 8 * 64

@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 from imgpipe.params import SplitParams
 from imgpipe.shards import read_manifest, read_split
 from stages import split
-from tests.conftest import tree_bytes
+from tests.conftest import layout_of, tree_bytes
 
 
 def _splits(split_dir):
@@ -25,9 +25,13 @@ def test_every_sample_lands_in_exactly_one_stratified_split(prepared_dir, split_
 
 def test_same_seed_same_split_other_seed_other_split(prepared_dir, tmp_path, split_dir):
     again = tmp_path / "again"
-    split.run(SplitParams(val=0.2, test=0.2), 7, prepared_dir, again)
+    split.run(
+        SplitParams(val=0.2, test=0.2), 7, layout_of(tmp_path, prepared=prepared_dir, split=again)
+    )
     other = tmp_path / "other"
-    split.run(SplitParams(val=0.2, test=0.2), 8, prepared_dir, other)
+    split.run(
+        SplitParams(val=0.2, test=0.2), 8, layout_of(tmp_path, prepared=prepared_dir, split=other)
+    )
     assert (again / "test.csv").read_bytes() == (split_dir / "test.csv").read_bytes()
     assert (other / "test.csv").read_bytes() != (split_dir / "test.csv").read_bytes()
 
@@ -92,7 +96,11 @@ def test_a_copy_of_a_source_test_image_joins_it_in_test():
 def test_keeping_the_source_test_set_without_one_says_what_to_do(prepared_dir, tmp_path):
     assert "source_split" not in read_manifest(prepared_dir).columns
     with pytest.raises(StageError, match=r"no test set of its own.*keep_source_test: false"):
-        split.run(SplitParams(keep_source_test=True), 1, prepared_dir, tmp_path / "split")
+        split.run(
+            SplitParams(keep_source_test=True),
+            1,
+            layout_of(tmp_path, prepared=prepared_dir, split=tmp_path / "split"),
+        )
     assert not (tmp_path / "split").exists()
     unmarked = _with_source_test().assign(source_split="")
     with pytest.raises(StageError, match=r"no test set of its own"):
@@ -105,10 +113,22 @@ def test_a_marked_manifest_is_split_normally_unless_asked(prepared_dir, tmp_path
     manifest = read_manifest(prepared_dir)
     manifest["source_split"] = ["test" if k % 4 == 0 else "train" for k in range(len(manifest))]
     manifest.to_csv(marked / "manifest.csv", index=False)
-    split.run(SplitParams(val=0.2, test=0.2), 7, marked, tmp_path / "plain")
-    split.run(SplitParams(val=0.2, test=0.2), 7, prepared_dir, tmp_path / "unmarked")
+    split.run(
+        SplitParams(val=0.2, test=0.2),
+        7,
+        layout_of(tmp_path, prepared=marked, split=tmp_path / "plain"),
+    )
+    split.run(
+        SplitParams(val=0.2, test=0.2),
+        7,
+        layout_of(tmp_path, prepared=prepared_dir, split=tmp_path / "unmarked"),
+    )
     assert tree_bytes(tmp_path / "plain") == tree_bytes(tmp_path / "unmarked")
-    summary = split.run(SplitParams(val=0.2, keep_source_test=True), 7, marked, tmp_path / "kept")
+    summary = split.run(
+        SplitParams(val=0.2, keep_source_test=True),
+        7,
+        layout_of(tmp_path, prepared=marked, split=tmp_path / "kept"),
+    )
     assert summary["test"]["images"] == 15 and summary["moved_to_test"] == 0
     kept_test = read_split(tmp_path / "kept", "test")
     assert set(kept_test["id"]) == set(manifest.loc[manifest["source_split"] == "test", "id"])

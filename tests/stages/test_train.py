@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from imgpipe.cli import StageError
+from imgpipe.errors import StageError
 from imgpipe.params import AugmentOperation, AugmentParams, TrainParams
 from stages import augment, train
 from tests.conftest import REPO_ROOT

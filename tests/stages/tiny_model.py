@@ -14,7 +14,7 @@ import numpy as np
 
 from imgpipe.params import AugmentParams, PrepareParams, SplitParams, TrainParams
 from stages import augment, prepare, split, train
-from tests.conftest import write_class_folders
+from tests.conftest import layout_of, write_class_folders
 
 CLASSES = ["circle", "square", "triangle"]
 
@@ -31,13 +31,9 @@ class Project:
 def prepared_project(root: Path, classes: list[str], per_class: int = 20) -> Project:
     raw = write_class_folders(root / "raw", classes, per_class=per_class)
     prepared, split_dir = root / "prepared", root / "split"
-    prepare.run(
-        PrepareParams(size=(16, 16), color="rgb", workers=1),
-        raw,
-        prepared,
-        root / "reports" / "prepare.json",
-    )
-    split.run(SplitParams(val=0.2, test=0.2), 7, prepared, split_dir)
+    layout = layout_of(root, raw=raw, prepared=prepared, split=split_dir)
+    prepare.run(PrepareParams(size=(16, 16), color="rgb", workers=1), layout)
+    split.run(SplitParams(val=0.2, test=0.2), 7, layout)
     return Project(root, raw, prepared, split_dir, root / "model")
 
 

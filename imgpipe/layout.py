@@ -1,0 +1,81 @@
+"""Where every stage reads and writes: the paths of the stage contract, in one place.
+
+Paths are relative to the project folder, where DVC runs every stage. ``dvc.yaml`` names the
+same paths (a test checks that the two agree), and ``STAGE_OUTPUTS`` says which stage writes
+which of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+PARAMS = "params.yaml"
+RAW = "data/raw"
+PREPARED = "data/prepared"
+SPLIT = "data/split"
+AUGMENTED = "data/augmented"
+MODEL = "data/model"
+PREPARE_REPORT = "reports/prepare.json"
+PREPARE_PREVIEW = "reports/prepare/preview.png"
+AUGMENT_PREVIEW = "reports/augment_preview.png"
+TRAIN_LIVE = "reports/train"  # dvclive: metrics.json and plots/metrics/
+METRICS = "reports/metrics.json"
+PREDICTIONS = "reports/predictions.csv"
+EVALUATE_PLOTS = "reports/evaluate"
+# Kept between runs outside DVC's outputs (DVC empties an output before its stage runs):
+# partial and verified downloads, to resume and reuse them; training state, to resume a kill.
+DOWNLOADS = ".downloads"
+TRAIN_BACKUP = ".train-backup"
+TENSORBOARD = "logs/tensorboard"
+
+# What each stage writes, as dvc.yaml declares it (outs, metrics and plots together).
+STAGE_OUTPUTS = {
+    "download": (RAW,),
+    "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW),
+    "split": (SPLIT,),
+    "augment": (AUGMENTED, AUGMENT_PREVIEW),
+    "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json"),
+    "evaluate": (METRICS, PREDICTIONS, EVALUATE_PLOTS),
+}
+# The data each stage reads from the stages before it.
+STAGE_INPUTS = {
+    "download": (),
+    "prepare": (RAW,),
+    "split": (PREPARED,),
+    "augment": (PREPARED, SPLIT),
+    "train": (PREPARED, SPLIT, AUGMENTED),
+    "evaluate": (MODEL, PREPARED, SPLIT),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The contract's paths, relative to the project folder unless built by ``under(root)``.
+
+    Stages take one ``Layout`` instead of a list of paths; a test gives its own with
+    ``Layout.under(tmp_path)``, or moves one path with ``dataclasses.replace``.
+    """
+
+    params: Path = Path(PARAMS)
+    raw: Path = Path(RAW)
+    downloads: Path = Path(DOWNLOADS)
+    prepared: Path = Path(PREPARED)
+    prepare_report: Path = Path(PREPARE_REPORT)
+    prepare_preview: Path = Path(PREPARE_PREVIEW)
+    split: Path = Path(SPLIT)
+    augmented: Path = Path(AUGMENTED)
+    augment_preview: Path = Path(AUGMENT_PREVIEW)
+    model: Path = Path(MODEL)
+    train_live: Path = Path(TRAIN_LIVE)
+    train_backup: Path = Path(TRAIN_BACKUP)
+    tensorboard: Path = Path(TENSORBOARD)
+    metrics: Path = Path(METRICS)
+    predictions: Path = Path(PREDICTIONS)
+    evaluate_plots: Path = Path(EVALUATE_PLOTS)
+
+    @classmethod
+    def under(cls, root: Path | str) -> Layout:
+        """Every path of the contract below ``root`` instead of the current folder."""
+        root = Path(root)
+        return cls(**{f.name: root / f.default for f in fields(cls)})
