@@ -12,10 +12,12 @@ import io
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import ExifTags, Image, ImageColor, ImageFile, ImageOps
+from pydantic import AfterValidator, BeforeValidator
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 # Truncated files must fail loudly, never be padded with grey and trained on.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -39,6 +41,7 @@ LUMA = {
 }
 
 FITS = ("stretch", "crop", "pad")
+COLORS = ("grayscale", "rgb")
 
 # JPEG draft mode (DCT scaling) may shrink the decode by 2, 4 or 8 only while the decoded image
 # stays at least this many times the target size, so the final resize still filters properly.
@@ -115,26 +118,40 @@ def luma_weights(luma: Luma) -> tuple[float, float, float]:
     return (weights[0], weights[1], weights[2])
 
 
-@dataclass(frozen=True)
+def _checked_luma(luma: Luma) -> Luma:
+    luma_weights(luma)
+    return luma
+
+
+# The choices of the image standard, built from the tables above that carry them out, so the
+# params that name them (PrepareParams) and the code that applies them cannot disagree.
+ColorMode = Literal[COLORS]  # type: ignore[valid-type]
+Fit = Literal[FITS]  # type: ignore[valid-type]
+Resample = Literal[tuple(RESAMPLE)]  # type: ignore[valid-type]
+LumaChoice = Annotated[
+    Literal[tuple(LUMA)] | tuple[float, float, float],  # type: ignore[valid-type]
+    AfterValidator(_checked_luma),
+]
+ColorValue = Annotated[Color, BeforeValidator(parse_color)]
+
+
+@validated_dataclass(frozen=True)
 class Standard:
-    """What every image is turned into. Saved beside the model so ``predict`` repeats it."""
+    """What every image is turned into. Saved beside the model so ``predict`` repeats it.
+
+    Its fields are checked against the choices above when it is made, whether from params or
+    from a model's ``preprocessing.json``.
+    """
 
     width: int
     height: int
-    color: Literal["grayscale", "rgb"] = "grayscale"
-    resample: str = "lanczos"
-    fit: Literal["stretch", "crop", "pad"] = "stretch"
-    fill: Color = (0, 0, 0)  # the bars of ``pad``
-    background: Color = (255, 255, 255)  # what transparent pixels are composited on
-    luma: Luma = "bt601"
+    color: ColorMode = "grayscale"
+    resample: Resample = "lanczos"
+    fit: Fit = "stretch"
+    fill: ColorValue = (0, 0, 0)  # the bars of ``pad``
+    background: ColorValue = (255, 255, 255)  # what transparent pixels are composited on
+    luma: LumaChoice = "bt601"
     draft: bool = True  # JPEG DCT scaling where it stays within tolerance of a full decode
-
-    def __post_init__(self) -> None:
-        if self.fit not in FITS:
-            raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
-        if self.resample not in RESAMPLE:
-            raise ValueError(f"resample must be one of {tuple(RESAMPLE)}, got {self.resample!r}")
-        luma_weights(self.luma)
 
     @property
     def channels(self) -> int:
@@ -165,18 +182,9 @@ class Standard:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Standard:
         """Read ``to_dict`` output; keys missing from older files take the old behaviour."""
-        luma = data.get("luma", "bt601")
-        return cls(
-            width=int(data["width"]),  # type: ignore[call-overload]
-            height=int(data["height"]),  # type: ignore[call-overload]
-            color=data["color"],  # type: ignore[arg-type]
-            resample=str(data["resample"]),
-            fit=data.get("fit", "stretch"),  # type: ignore[arg-type]
-            fill=parse_color(data.get("fill", (0, 0, 0))),  # type: ignore[arg-type]
-            background=parse_color(data.get("background", (255, 255, 255))),  # type: ignore[arg-type]
-            luma=luma if isinstance(luma, str) else tuple(luma),  # type: ignore[arg-type]
-            draft=bool(data.get("draft", False)),
-        )
+        # Files written before draft decoding existed were made without it.
+        known = {"draft": False, **data}
+        return cls(**{name: known[name] for name in cls.__dataclass_fields__ if name in known})
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from imgpipe.errors import ParamsError
-from imgpipe.images import luma_weights, parse_color
+from imgpipe.images import ColorMode, ColorValue, Fit, LumaChoice, Resample, Standard
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -185,18 +185,18 @@ class DownloadParams(Section):
 
 class PrepareParams(Section):
     size: tuple[int, int] = Field((32, 32), description="width, height in pixels")
-    fit: Literal["stretch", "crop", "pad"] = Field(
+    fit: Fit = Field(
         "stretch", description="stretch to size, crop the centre, or pad (letterbox) with fill"
     )
-    fill: tuple[int, int, int] = Field((0, 0, 0), description="colour of the bars of fit: pad")
-    background: tuple[int, int, int] = Field(
+    fill: ColorValue = Field((0, 0, 0), description="colour of the bars of fit: pad")
+    background: ColorValue = Field(
         (255, 255, 255), description="colour that transparent pixels are composited on"
     )
-    color: Literal["grayscale", "rgb"] = "grayscale"
-    luma: Literal["bt601", "bt709", "mean"] | tuple[float, float, float] = Field(
+    color: ColorMode = "grayscale"
+    luma: LumaChoice = Field(
         "bt601", description="weights of R, G, B in a grey level: a name or three numbers"
     )
-    resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "lanczos"
+    resample: Resample = "lanczos"
     draft: bool = Field(True, description="JPEG DCT scaling where it stays near a full decode")
     min_side: int = Field(1, ge=1, description="images with a shorter side are rejected")
     min_per_class: int = Field(1, ge=1)
@@ -210,16 +210,17 @@ class PrepareParams(Section):
             raise ValueError("width and height must be between 1 and 4096")
         return size
 
-    @field_validator("fill", "background", mode="before")
-    @classmethod
-    def _colour(cls, value: Any) -> tuple[int, int, int]:
-        return parse_color(value)
+    def standard(self) -> Standard:
+        """The image standard these params describe: what prepare and predict turn images into."""
+        return Standard(
+            width=self.size[0],
+            height=self.size[1],
+            **{name: getattr(self, name) for name in STANDARD_FIELDS},
+        )
 
-    @field_validator("luma")
-    @classmethod
-    def _weights(cls, luma: Any) -> Any:
-        luma_weights(luma)
-        return luma
+
+# The params that are fields of the image standard under the same name (size is split in two).
+STANDARD_FIELDS = ("color", "resample", "fit", "fill", "background", "luma", "draft")
 
 
 class SplitParams(Section):

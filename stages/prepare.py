@@ -135,20 +135,6 @@ def sample_id(origin: str) -> str:
     return hashlib.sha256(origin.encode("utf-8")).hexdigest()[:16]
 
 
-def standard_from_params(params: PrepareParams) -> Standard:
-    return Standard(
-        width=params.size[0],
-        height=params.size[1],
-        color=params.color,
-        resample=params.resample,
-        fit=params.fit,
-        fill=params.fill,
-        background=params.background,
-        luma=params.luma,
-        draft=params.draft,
-    )
-
-
 def conversions(source: Source) -> list[str]:
     """What was done to a kept file beyond decoding and resizing, for the report's counts."""
     done = []
@@ -273,7 +259,7 @@ class Tally:
 
 def run(params: PrepareParams, layout: Layout) -> dict:
     """Standardize ``layout.raw`` into ``layout.prepared``; write the report and preview."""
-    standard = standard_from_params(params)
+    standard = params.standard()
     items, classes = list_items(layout.raw)
     tally = Tally(classes)
     # Files download already set aside (hidden, system, unlabelled) belong in the same report.

@@ -76,3 +76,19 @@ def test_class_names_that_yaml_reads_as_numbers_are_text():
     assert params.train.class_weights == {"6": 2.0, "7": 1.5}
     assert params.evaluate.positive_class == "1"
     assert set(params.augment.class_overrides) == {"6"}
+
+
+def test_prepare_params_name_every_field_of_the_image_standard():
+    from imgpipe.images import Standard
+    from imgpipe.params import STANDARD_FIELDS, PrepareParams
+
+    assert {*STANDARD_FIELDS, "width", "height"} == set(Standard.__dataclass_fields__)
+    params = PrepareParams(size=(20, 10), fit="pad", fill="#ff0000", luma="bt709", draft=False)
+    assert params.standard() == Standard(
+        20, 10, fit="pad", fill=(255, 0, 0), luma="bt709", draft=False
+    )
+
+
+def test_a_choice_outside_the_standards_tables_is_refused_with_the_allowed_ones():
+    with pytest.raises(ParamsError, match=r"prepare.resample: Input should be 'nearest', 'box'"):
+        parse_params({"prepare": {"resample": "cubic"}})
