@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from imgpipe.cli import run_main
+from imgpipe.errors import StageError
 from imgpipe.params import CheckParams, load_params
 
 log = logging.getLogger("imgpipe.repro_check")
@@ -39,7 +41,14 @@ class Finding:
 
 
 def read_yaml(path: Path) -> dict:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise StageError(
+            f"{path} is missing: run repro-check in the project's top folder (or pass --project)"
+        ) from None
+    except yaml.YAMLError as err:
+        raise StageError(f"{path} is not valid YAML: {err}") from None
 
 
 def out_hashes(lock: dict, stage: str) -> dict[str, str]:
@@ -137,13 +146,18 @@ def run(params: CheckParams, project: Path, reproduce: bool = True) -> list[Find
     recorded_metrics = {s: read_metrics(project, metric_files(dvc_yaml, s)) for s in model_stages}
     missing = [s for s in params.exact_stages if s not in recorded_lock.get("stages", {})]
     if missing:
-        raise SystemExit(
+        raise StageError(
             f"dvc.lock records no run of {', '.join(missing)}: run `dvc repro` "
             "and commit dvc.lock and reports/ first"
         )
     if reproduce:
         # --force: with a warm cache DVC would skip everything and prove nothing.
-        subprocess.run(["dvc", "repro", "--force"], cwd=project, check=True)
+        rerun = subprocess.run(["dvc", "repro", "--force"], cwd=project, check=False)
+        if rerun.returncode:
+            raise StageError(
+                f"`dvc repro --force` failed with exit status {rerun.returncode}; its output "
+                "above names the stage and the problem. Fix that, then run repro-check again."
+            )
     new_lock = read_yaml(project / "dvc.lock")
     findings = []
     for stage in params.exact_stages:
@@ -167,18 +181,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", type=Path, default=Path("."))
     parser.add_argument("--all", action="store_true", help="show matching items too")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = load_params(args.project / "params.yaml").check
-    findings = run(params, args.project)
-    table = format_findings(findings, only_differences=not args.all)
-    differing = [f for f in findings if not f.ok]
-    if table:
-        print(table)
-    print(
-        f"{len(findings) - len(differing)} of {len(findings)} outputs and metrics reproduced "
-        f"(data stages exactly, metrics within {params.metric_tolerance})"
-    )
-    sys.exit(1 if differing else 0)
+    outcome: list[int] = []
+
+    def body() -> None:
+        params = load_params(args.project / "params.yaml").check
+        findings = run(params, args.project)
+        table = format_findings(findings, only_differences=not args.all)
+        differing = [f for f in findings if not f.ok]
+        # The table is the command's output, for people and CI logs alike.
+        sys.stdout.write(
+            (table + "\n" if table else "")
+            + f"{len(findings) - len(differing)} of {len(findings)} outputs and metrics "
+            f"reproduced (data stages exactly, metrics within {params.metric_tolerance})\n"
+        )
+        outcome.append(1 if differing else 0)
+
+    run_main("repro-check", body)
+    sys.exit(outcome[0])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 import json
+import subprocess
 
+import pytest
 import yaml
 
 from imgpipe import repro_check
+from imgpipe.errors import StageError
 from imgpipe.params import CheckParams
 
 DVC_YAML = {
@@ -64,3 +67,26 @@ def test_timings_are_never_compared(tmp_path):
         json.dumps({"train_seconds": 1, "a": {"images_per_second": 2, "f1": 0.5}, "name": "x"})
     )
     assert repro_check.read_metrics(tmp_path, ["m.json"]) == {"m.json": {"a.f1": 0.5}}
+
+
+def test_expected_failures_end_in_a_message_and_status_2(tmp_path, caplog):
+    # No dvc.yaml where the check is pointed: a message naming the file and the fix.
+    (tmp_path / "params.yaml").write_text("{}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        repro_check.main(["--project", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "dvc.yaml is missing: run repro-check in the project's top folder" in caplog.text
+    # A lock without the data stages' runs: say to run and commit them first.
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {}}))
+    with pytest.raises(StageError, match=r"records no run of prepare: run `dvc repro`"):
+        repro_check.run(PARAMS, tmp_path, reproduce=False)
+
+
+def test_a_failing_rerun_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    project = _project(tmp_path, "abc.dir", {"accuracy": 0.95})
+    monkeypatch.setattr(
+        repro_check.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 3)
+    )
+    with pytest.raises(StageError, match=r"`dvc repro --force` failed with exit status 3"):
+        repro_check.run(PARAMS, project)
