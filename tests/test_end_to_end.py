@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from benchmarks.project import copy_project, pipeline_env, set_params
+from tests.test_plots_page import EXTERNAL
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +86,14 @@ def test_second_repro_runs_nothing(project):
     output = _run(["dvc", "repro"], project)
     assert _stages_run(output) == set()
     assert "Data and pipelines are up to date" in output
+
+
+def test_plots_page_references_nothing_outside_the_machine(project, tmp_path):
+    _run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], project)
+    page = (tmp_path / "plots" / "index.html").read_text(encoding="utf-8")
+    assert page.count("vegaEmbed(") >= 6  # every Vega chart, drawn by the inline scripts
+    assert not EXTERNAL.search(page)
+    assert not (project / "dvc_plots").exists()
 
 
 def test_second_clean_run_with_one_worker_reproduces_exactly(project):
