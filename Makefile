@@ -12,6 +12,7 @@ setup: $(VENV)/.installed
 
 # constraints.txt pins the exact versions dvc.lock was made with (see its header).
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) tools/check_python.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"

@@ -25,3 +25,15 @@ def test_makefile_targets_exist_for_each_documented_command():
     makefile = (REPO_ROOT / "Makefile").read_text()
     for target in ("setup", "repro", "repro-check", "test", "lint", "bench"):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
+
+
+def test_ci_tests_the_oldest_and_newest_supported_python():
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    import check_python
+
+    lowest, beyond = check_python.supported_range()
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "pipeline.yml").read_text())
+    tested = workflow["jobs"]["test-and-repro-check"]["strategy"]["matrix"]["python-version"]
+    assert tested == [f"3.{lowest[1]}", f"3.{beyond[1] - 1}"]
