@@ -203,6 +203,14 @@ class PrepareParams(Section):
     shard_size: int = Field(4096, ge=1, description="images per shard file")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
 
+    @field_validator("size", mode="before")
+    @classmethod
+    def _width_and_height(cls, size: Any) -> Any:
+        # One number is the commonest mistake; say exactly what to write instead.
+        if isinstance(size, int | float | str) and not isinstance(size, bool):
+            raise ValueError(f"give width and height as a list, e.g. [{size}, {size}]")
+        return size
+
     @field_validator("size")
     @classmethod
     def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:

@@ -92,3 +92,10 @@ def test_prepare_params_name_every_field_of_the_image_standard():
 def test_a_choice_outside_the_standards_tables_is_refused_with_the_allowed_ones():
     with pytest.raises(ParamsError, match=r"prepare.resample: Input should be 'nearest', 'box'"):
         parse_params({"prepare": {"resample": "cubic"}})
+
+
+def test_a_single_number_as_size_says_to_write_width_and_height():
+    with pytest.raises(
+        ParamsError, match=r"prepare.size: .*give width and height as a list, e\.g\. \[64, 64\]"
+    ):
+        parse_params({"prepare": {"size": 64}})
