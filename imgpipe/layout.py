@@ -79,3 +79,19 @@ class Layout:
         """Every path of the contract below ``root`` instead of the current folder."""
         root = Path(root)
         return cls(**{f.name: root / f.default for f in fields(cls)})
+
+
+PROJECT_MARKER = "dvc.yaml"
+
+
+def find_project(start: Path | str = ".") -> Path | None:
+    """The nearest folder at or above ``start`` holding dvc.yaml, or None outside any project.
+
+    Lets a command such as ``predict`` find the project's trained model when it is run from
+    a sub-folder or from elsewhere by path.
+    """
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return None
