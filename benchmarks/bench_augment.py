@@ -93,7 +93,14 @@ def augmentor_sample(source: Path, output: Path, count: int, seed: int | None = 
 
 def our_stage(prepared: Path, split_dir: Path, out: Path, preview: Path, workers: int) -> None:
     params = AugmentParams(per_image=PER_IMAGE, operations=OPERATIONS, workers=workers)
-    augment.run(params, SEED, prepared, split_dir, out, preview)
+    layout = replace(
+        Layout.under(out.parent),
+        prepared=prepared,
+        split=split_dir,
+        augmented=out,
+        augment_preview=preview,
+    )
+    augment.run(params, SEED, layout)
 
 
 def cpu_seconds() -> float:

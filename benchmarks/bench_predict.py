@@ -48,7 +48,7 @@ def _per_image_loop(model, files: list[Path]) -> list[int]:
 def run(scale: float, repeats: int) -> list[Comparison]:
     import keras
 
-    from stages import predict
+    from imgpipe import predict
 
     count = max(4, int(FULL_COUNT * scale))
     workers = worker_count(0)

@@ -51,10 +51,20 @@ def _prepare(raw_dir: Path, work: Path) -> Path:
     return project
 
 
+def _layout(project: Path) -> Layout:
+    """The stage contract below ``project``, with the data folders directly in it."""
+    return replace(
+        Layout.under(project),
+        prepared=project / "prepared",
+        split=project / "split",
+        augmented=project / "augmented",
+    )
+
+
 def _split_and_augment(project: Path, split, augment, split_params, augment_params) -> None:
-    layout = replace(Layout.under(project), prepared=project / "prepared", split=project / "split")
+    layout = _layout(project)
     split.run(split_params, 0, layout)
-    augment.run(augment_params, 0, project / "prepared", project / "split", project / "augmented")
+    augment.run(augment_params, 0, layout)
 
 
 def _replicate(small: Path, work: Path, times: int) -> Path:
@@ -182,11 +192,14 @@ _PEAK_SCRIPT = """
 import json, resource, sys
 from pathlib import Path
 from imgpipe.params import TrainParams
+from dataclasses import replace
+from imgpipe.layout import Layout
 from stages import train
 project = Path(sys.argv[1])
+layout = replace(Layout.under(project), prepared=project / "prepared",
+                 split=project / "split", augmented=project / "augmented")
 params = TrainParams(epochs=1, batch_size=%d, model="three_conv")
-train.run(params, 0, project / "prepared", project / "split", project / "augmented",
-          project / "model", project / "live", project / "backup")
+train.run(params, 0, layout)
 print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 

@@ -25,7 +25,7 @@ FONT_SIZE = 11
 @dataclass
 class PreviewRow:
     label: str
-    origin: str
+    parent: str  # the prepared image's id
     original: bytes
     samples: list[tuple[bytes, list[str]]] = field(default_factory=list)  # png, operations
 
@@ -49,7 +49,7 @@ def draw_preview(rows: list[PreviewRow]) -> bytes:
         )
         return encode_png(canvas)
     grid = [
-        [(row.original, [row.label, row.origin[:12], "(original)"])]
+        [(row.original, [row.label, row.parent[:12], "(original)"])]
         + [(png, ops or ["(none applied)"]) for png, ops in row.samples]
         for row in rows
     ]

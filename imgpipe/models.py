@@ -13,15 +13,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from imgpipe.layers import (
-    PRESETS,
-    LayerListError,
-    check_augmentation,
-    output_shapes,
-    resolve,
-)
-
-__all__ = ["PRESETS", "LayerListError", "build_model"]
+from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 
 
 def _activation(name: str) -> str | None:

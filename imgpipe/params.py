@@ -283,6 +283,7 @@ class AugmentParams(Section):
     # class name -> operation name -> None (written false: skip it for that class) or changes
     class_overrides: dict[str, dict[str, OperationChange | None]] = Field(default_factory=dict)
     preview: int = Field(8, ge=0, description="originals shown in reports/augment_preview.png")
+    shard_size: int = Field(4096, ge=1, description="images per shard file")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
 
     @field_validator("class_overrides", mode="before")

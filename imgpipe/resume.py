@@ -46,6 +46,7 @@ class Backup:
     """The backup folder of one experiment."""
 
     def __init__(self, root: Path, key: str) -> None:
+        self.key = key
         self.directory = Path(root) / key
 
     @property

@@ -21,8 +21,20 @@ from imgpipe.errors import MissingInputError
 
 MANIFEST = "manifest.csv"
 INFO_FILE = "info.json"  # beside a prepared manifest: the image standard and the classes
-SOURCE_SPLIT = "source_split"  # manifest column, only when the source has its own split
 SHARD_PATTERN = "shard-{:05d}.tar"
+
+# The manifest columns, in file order. Both manifests start with a sample's id, its label and
+# its place in the shards (what ``ShardWriter.add`` returns and every reader needs).
+PLACE_COLUMNS = ["id", "label", "shard", "offset", "length"]
+# data/prepared: ``origin`` is the image's path in data/raw, ``sha256`` the hash of its
+# standardized pixels, ``group`` the duplicate group that the split keeps on one side.
+PREPARED_COLUMNS = [*PLACE_COLUMNS, "origin", "sha256", "group"]
+SOURCE_SPLIT = "source_split"  # last prepared column, only when the source has its own split
+# data/augmented: ``parent`` is the id of the prepared image a sample was made from; ``seed``
+# and ``operations`` (JSON) are enough to make the sample again.
+AUGMENTED_COLUMNS = [*PLACE_COLUMNS, "parent", "seed", "operations"]
+# Read as text whatever they hold: hex ids and groups, or a class named 7, look like numbers.
+TEXT_COLUMNS = ("id", "label", "origin", "group", "parent")
 
 
 @dataclass(frozen=True)
@@ -92,9 +104,7 @@ def read_manifest(directory: Path | str) -> pd.DataFrame:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise MissingInputError(f"{path} is missing: run the stage that writes it (dvc repro)")
-    return pd.read_csv(
-        path, dtype={"id": str, "label": str, "origin": str, "group": str}, keep_default_na=False
-    )
+    return pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str), keep_default_na=False)
 
 
 def read_split(split_dir: Path | str, name: str) -> pd.DataFrame:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -28,9 +28,11 @@ from imgpipe.augment_preview import PreviewRow, draw_preview
 from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import decode, encode_png
+from imgpipe.layout import Layout
 from imgpipe.parallel import ordered_map
 from imgpipe.params import AugmentParams, load_params
 from imgpipe.shards import (
+    AUGMENTED_COLUMNS,
     PackedImage,
     ShardWriter,
     read_images,
@@ -41,12 +43,6 @@ from imgpipe.shards import (
 
 log = logging.getLogger("imgpipe.augment")
 
-PREPARED_DIR = Path("data/prepared")
-SPLIT_DIR = Path("data/split")
-AUGMENTED_DIR = Path("data/augmented")
-PREVIEW = Path("reports/augment_preview.png")
-MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "seed", "operations"]
-SHARD_SIZE = 4096
 PREVIEW_SAMPLES = 6  # augmented samples shown beside each original
 # zlib level of the samples' PNGs. Measured on 64x64 photo crops: about half the encoding time
 # of level 6 for files about 1% larger; encoding was the largest cost of making a sample.
@@ -56,7 +52,7 @@ SAMPLE_PNG_LEVEL = 1
 WINDOW = 32
 
 
-def copies_per_origin(train: pd.DataFrame, per_image: int, per_class: int) -> pd.Series:
+def copies_per_image(train: pd.DataFrame, per_image: int, per_class: int) -> pd.Series:
     """How many samples to make from each training image (indexed by id).
 
     For a target per class, the copies a class needs are spread evenly over its images (the
@@ -76,24 +72,24 @@ def copies_per_origin(train: pd.DataFrame, per_image: int, per_class: int) -> pd
 class Batch:
     """The samples made from one training image: indices ``first`` to ``first + copies - 1``."""
 
-    origin: str
+    parent: str
     label: str
     first: int
     copies: int
 
 
-def plan_batches(origins: pd.DataFrame, copies: pd.Series) -> list[Batch]:
-    """One batch per training image that gets samples, in the order ``origins`` come.
+def plan_batches(train: pd.DataFrame, copies: pd.Series) -> list[Batch]:
+    """One batch per training image that gets samples, in the order of ``train``'s rows.
 
     Sample indices run on across batches, so they are fixed by the params and the data alone.
-    Origins follow their order in the shards, so the stage reads each training image once, as
+    The rows follow their order in the shards, so the stage reads each training image once, as
     a stream, and decodes it once for all its copies.
     """
     batches, first = [], 0
-    for origin, label in zip(origins["id"], origins["label"], strict=True):
-        count = int(copies[origin])
+    for parent, label in zip(train["id"], train["label"], strict=True):
+        count = int(copies[parent])
         if count:
-            batches.append(Batch(origin, label, first, count))
+            batches.append(Batch(parent, label, first, count))
             first += count
     return batches
 
@@ -110,7 +106,7 @@ def check_no_leak(split_dir: Path, train: pd.DataFrame) -> None:
         )
 
 
-def training_origins(prepared_dir: Path, split_dir: Path) -> pd.DataFrame:
+def training_rows(prepared_dir: Path, split_dir: Path) -> pd.DataFrame:
     """Manifest rows of the training split, in shard order."""
     train = read_split(split_dir, "train")
     check_no_leak(split_dir, train)
@@ -123,6 +119,29 @@ def training_origins(prepared_dir: Path, split_dir: Path) -> pd.DataFrame:
         )
     rows = manifest[manifest["id"].isin(set(train["id"]))]
     return rows.sort_values(["shard", "offset"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the stage makes: the training images, their classes' operations, their batches."""
+
+    train: pd.DataFrame  # manifest rows of the training split, in shard order
+    classes: list[str]
+    operations: dict[str, list[BuiltOperation]]
+    batches: list[Batch]
+
+    @property
+    def samples(self) -> int:
+        return sum(batch.copies for batch in self.batches)
+
+
+def make_plan(params: AugmentParams, prepared_dir: Path, split_dir: Path) -> Plan:
+    train = training_rows(prepared_dir, split_dir)
+    classes = sorted(train["label"].unique())
+    operations = build_class_operations(params.operations, params.class_overrides, classes)
+    amount = (params.per_image, params.per_class) if params.operations else (0, 0)
+    batches = plan_batches(train, copies_per_image(train, *amount))
+    return Plan(train, classes, operations, batches)
 
 
 @dataclass(frozen=True)
@@ -143,94 +162,116 @@ def _augment_batch(
     ]
 
 
-def _tasks(
-    prepared_dir: Path, origins: pd.DataFrame, batches: list[Batch], keep: set[str], kept: dict
-) -> Iterator[tuple[bytes, Batch]]:
-    """(image bytes, batch) per batch; remembers the originals in ``keep`` for the preview."""
-    needed = origins[origins["id"].isin({batch.origin for batch in batches})]
-    for batch, (origin, data) in zip(batches, read_images(prepared_dir, needed), strict=True):
-        if origin != batch.origin:  # read_images keeps shard order, as the plan does
-            raise RuntimeError(f"read {origin} where {batch.origin} was planned")
-        if origin in keep:
-            kept[origin] = data
-        yield data, batch
-
-
-def _preview_origins(batches: list[Batch], count: int) -> list[str]:
-    """Up to ``count`` origins, taking classes in turn so each class is shown."""
+def _preview_parents(batches: list[Batch], count: int) -> list[str]:
+    """Up to ``count`` training images, taking classes in turn so each class is shown."""
     seen: dict[str, int] = {}
     ranked = []
     for batch in batches:
         seen[batch.label] = seen.get(batch.label, 0) + 1
-        ranked.append((seen[batch.label], batch.label, batch.origin))
-    return [origin for *_, origin in sorted(ranked)[:count]]
+        ranked.append((seen[batch.label], batch.label, batch.parent))
+    return [parent for *_, parent in sorted(ranked)[:count]]
 
 
-def run(
-    params: AugmentParams,
-    seed: int,
-    prepared_dir: Path,
-    split_dir: Path,
-    augmented_dir: Path,
-    preview_path: Path | None = None,
-) -> dict:
-    origins = training_origins(prepared_dir, split_dir)
-    classes = sorted(origins["label"].unique())
-    operations = build_class_operations(params.operations, params.class_overrides, classes)
-    amount = (params.per_image, params.per_class) if params.operations else (0, 0)
-    batches = plan_batches(origins, copies_per_origin(origins, *amount))
-    total = sum(batch.copies for batch in batches)
-    workers = worker_count(params.workers)
-    log.info(
-        "making %d samples from %d training images with %d worker(s)",
-        total,
-        len(batches),
-        workers,
-    )
-    shown = _preview_origins(batches, params.preview)
-    originals: dict[str, bytes] = {}
-    preview = {origin: [] for origin in shown}
+@dataclass
+class Preview:
+    """Collects, while the stage runs, the originals it shows and their first samples."""
+
+    shown: list[str]
+    rows: dict[str, PreviewRow] = field(default_factory=dict)
+
+    def keep_original(self, batch: Batch, data: bytes) -> None:
+        if batch.parent in self.shown:
+            self.rows[batch.parent] = PreviewRow(batch.label, batch.parent, data)
+
+    def keep_samples(self, batch: Batch, made: list[Made]) -> None:
+        if batch.parent in self.rows:
+            self.rows[batch.parent].samples = [
+                (sample.png, [a.name for a in sample.applied]) for sample in made[:PREVIEW_SAMPLES]
+            ]
+
+    def png(self) -> bytes:
+        return draw_preview([self.rows[parent] for parent in self.shown])
+
+
+def _tasks(prepared_dir: Path, plan: Plan, preview: Preview) -> Iterator[tuple[bytes, Batch]]:
+    """(image bytes, batch) per batch, read from the shards in the order of the plan."""
+    needed = plan.train[plan.train["id"].isin({batch.parent for batch in plan.batches})]
+    pairs = zip(plan.batches, read_images(prepared_dir, needed), strict=True)
+    for batch, (parent, data) in pairs:
+        if parent != batch.parent:  # read_images keeps shard order, as the plan does
+            raise RuntimeError(f"read {parent} where {batch.parent} was planned")
+        preview.keep_original(batch, data)
+        yield data, batch
+
+
+def _sample_row(sample_id: str, batch: Batch, sample: Made, place: dict[str, object]) -> dict:
+    return {
+        "id": sample_id,
+        "label": batch.label,
+        **place,
+        "parent": batch.parent,
+        "seed": sample.seed,
+        "operations": json.dumps([a.to_dict() for a in sample.applied], separators=(",", ":")),
+    }
+
+
+def _pack(
+    results: Iterable[tuple[Batch, list[Made]]], out: ShardWriter, total: int, preview: Preview
+) -> list[dict]:
+    """Write each sample into the shards as it comes; return the manifest rows."""
     rows = []
-    with atomic.atomic_dir(augmented_dir) as scratch, ShardWriter(scratch, SHARD_SIZE) as out:
-        tasks = _tasks(prepared_dir, origins, batches, set(shown), originals)
-        results = ordered_map(partial(_augment_batch, operations, seed), tasks, workers, WINDOW)
-        progress = tqdm(total=total, desc="augment", unit="img", mininterval=1.0)
+    with tqdm(total=total, desc="augment", unit="img", mininterval=1.0) as progress:
         for batch, made in results:
             for index, sample in enumerate(made, start=batch.first):
                 sample_id = f"aug-{index:07d}"
-                rows.append(
-                    {
-                        "id": sample_id,
-                        "label": batch.label,
-                        **out.add(PackedImage(sample_id, sample.png)),
-                        "origin": batch.origin,
-                        "seed": sample.seed,
-                        "operations": json.dumps(
-                            [a.to_dict() for a in sample.applied], separators=(",", ":")
-                        ),
-                    }
-                )
-            if batch.origin in preview:
-                preview[batch.origin] = [
-                    (s.png, [a.name for a in s.applied]) for s in made[:PREVIEW_SAMPLES]
-                ]
+                place = out.add(PackedImage(sample_id, sample.png))
+                rows.append(_sample_row(sample_id, batch, sample, place))
+            preview.keep_samples(batch, made)
             progress.update(len(made))
-        progress.close()
+    return rows
+
+
+def write_samples(
+    params: AugmentParams, seed: int, plan: Plan, layout: Layout, preview: Preview
+) -> list[dict]:
+    """Make every planned sample in worker processes; write shards and manifest atomically."""
+    workers = worker_count(params.workers)
+    log.info(
+        "making %d samples from %d training images with %d worker(s)",
+        plan.samples,
+        len(plan.batches),
+        workers,
+    )
+    make = partial(_augment_batch, plan.operations, seed)
+    with (
+        atomic.atomic_dir(layout.augmented) as scratch,
+        ShardWriter(scratch, params.shard_size) as out,
+    ):
+        tasks = _tasks(layout.prepared, plan, preview)
+        rows = _pack(ordered_map(make, tasks, workers, WINDOW), out, plan.samples, preview)
         out.close()
-        write_manifest(scratch, rows, MANIFEST_COLUMNS)
-    if preview_path is not None:
-        labels = {batch.origin: batch.label for batch in batches}
-        grid = [PreviewRow(labels[o], o, originals[o], preview[o]) for o in shown]
-        atomic.write_bytes(preview_path, draw_preview(grid))
-    made = pd.Series([r["label"] for r in rows], dtype=str).value_counts()
-    training = origins["label"].value_counts()
-    summary = {
+        write_manifest(scratch, rows, AUGMENTED_COLUMNS)
+    return rows
+
+
+def summarize(rows: list[dict], plan: Plan) -> dict:
+    made = pd.Series([row["label"] for row in rows], dtype=str).value_counts()
+    training = plan.train["label"].value_counts()
+    return {
         "samples": len(rows),
-        "per_class": {label: int(made.get(label, 0)) for label in classes},
+        "per_class": {label: int(made.get(label, 0)) for label in plan.classes},
         "training_per_class": {
-            label: int(training[label] + made.get(label, 0)) for label in classes
+            label: int(training[label] + made.get(label, 0)) for label in plan.classes
         },
     }
+
+
+def run(params: AugmentParams, seed: int, layout: Layout) -> dict:
+    plan = make_plan(params, layout.prepared, layout.split)
+    preview = Preview(_preview_parents(plan.batches, params.preview))
+    rows = write_samples(params, seed, plan, layout, preview)
+    atomic.write_bytes(layout.augment_preview, preview.png())
+    summary = summarize(rows, plan)
     log.info("training images per class after augmenting: %s", summary["training_per_class"])
     return summary
 
@@ -238,7 +279,7 @@ def run(
 def main() -> None:
     def body() -> None:
         params = load_params()
-        run(params.augment, params.base.seed, PREPARED_DIR, SPLIT_DIR, AUGMENTED_DIR, PREVIEW)
+        run(params.augment, params.base.seed, Layout())
 
     run_main("augment", body)
 

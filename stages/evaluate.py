@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from imgpipe import atomic
 from imgpipe.cli import run_main
 from imgpipe.errors import StageError
 from imgpipe.images import decode_png_array
+from imgpipe.layout import Layout
 from imgpipe.params import EvaluateParams, load_params
 from imgpipe.plots import Tile, confusion_image, gallery_image
 from imgpipe.shards import read_images, read_manifest, split_rows
@@ -44,14 +46,7 @@ from imgpipe.trained import Trained, load_trained, top_k
 
 log = logging.getLogger("imgpipe.evaluate")
 
-MODEL_DIR = Path("data/model")
-PREPARED_DIR = Path("data/prepared")
-SPLIT_DIR = Path("data/split")
-METRICS_FILE = Path("reports/metrics.json")
-PREDICTIONS_FILE = Path("reports/predictions.csv")
-PLOTS_DIR = Path("reports/evaluate")
-
-# Names inside PLOTS_DIR; dvc.yaml's plots section refers to them.
+# Names inside layout.evaluate_plots; dvc.yaml's plots section refers to them.
 PER_CLASS_FILE = "per_class.json"
 ROC_FILE = "roc.json"
 PR_FILE = "precision_recall.json"
@@ -273,93 +268,120 @@ def gallery_tiles(
     return gallery
 
 
-def run(
-    params: EvaluateParams,
-    model_dir: Path,
-    prepared_dir: Path,
-    split_dir: Path,
-    metrics_file: Path,
-    predictions_file: Path,
-    plots_dir: Path,
-) -> dict:
-    trained = load_trained(model_dir)
+@dataclass(frozen=True)
+class Predicted:
+    """The model's answers on the test split, one row per image in shard order."""
+
+    rows: pd.DataFrame  # the test images' manifest rows
+    classes: list[str]
+    true: np.ndarray  # class index of each row
+    probabilities: np.ndarray  # rows x classes
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
+
+
+def predict_test_split(layout: Layout, batch_size: int) -> Predicted:
+    trained = load_trained(layout.model)
     classes = trained.classes
-    rows = load_test_rows(prepared_dir, split_dir, classes)
+    rows = load_test_rows(layout.prepared, layout.split, classes)
     log.info("evaluating on %d test images, %d classes", len(rows), len(classes))
-    probabilities = predict_rows(trained, prepared_dir, rows, params.batch_size)
+    probabilities = predict_rows(trained, layout.prepared, rows, batch_size)
     true = rows["label"].map({name: i for i, name in enumerate(classes)}).to_numpy(np.int64)
-    k = params.top_k
-    if k >= len(classes):
+    return Predicted(rows, classes, true, probabilities)
+
+
+def _warn_if_top_k_holds_every_class(k: int, classes: int) -> None:
+    if k >= classes:
         log.warning(
             "evaluate.top_k=%d is not below the %d classes: top-k accuracy is 1 by definition",
             k,
-            len(classes),
+            classes,
         )
 
-    metrics = classification_metrics(true, probabilities, classes, k)
-    is_positive, scores, curve_kind = curve_target(
-        true, probabilities, classes, params.positive_class
-    )
+
+@dataclass(frozen=True)
+class Curves:
+    kind: str  # what the points score, written beside each point for the plot's legend
+    roc: list[dict]
+    pr: list[dict]
+
+
+def score(predicted: Predicted, params: EvaluateParams) -> tuple[dict, Curves]:
+    """The metrics (areas under the curves included) and the curves' points."""
+    true, probabilities, classes = predicted.true, predicted.probabilities, predicted.classes
+    metrics = classification_metrics(true, probabilities, classes, params.top_k)
+    is_positive, scores, kind = curve_target(true, probabilities, classes, params.positive_class)
     roc, pr, areas = curves(is_positive, scores)
     metrics.update(areas)
-    predictions = prediction_table(rows, true, probabilities, classes, k)
-    chosen = most_confident_mistakes(
-        true, probabilities, rows["id"].to_numpy(), params.gallery_per_class
-    )
-    counts = confusion_matrix(true, np.argmax(probabilities, axis=1), labels=range(len(classes)))
+    return metrics, Curves(kind, roc, pr)
 
-    with atomic.atomic_dir(plots_dir) as scratch:
-        atomic.write_json(
-            scratch / PER_CLASS_FILE,
-            [{"class_name": name, **figures} for name, figures in metrics["per_class"].items()],
-        )
-        atomic.write_json(scratch / ROC_FILE, [{"curve": curve_kind, **p} for p in roc])
-        atomic.write_json(scratch / PR_FILE, [{"curve": curve_kind, **p} for p in pr])
-        atomic.write_bytes(
-            scratch / CONFUSION_IMAGE,
-            confusion_image(
-                counts,
-                classes,
-                f"Confusion matrix, {len(rows)} test images\n(colour: share of the true class)",
-            ),
-        )
-        atomic.write_bytes(
-            scratch / GALLERY_IMAGE,
-            gallery_image(
-                gallery_tiles(prepared_dir, rows, chosen, true, probabilities, classes),
-                f"Most confident mistakes\n(up to {params.gallery_per_class} per true class)",
-                f"no mistakes among {len(rows)} test images"
-                if params.gallery_per_class
-                else "gallery turned off (evaluate.gallery_per_class: 0)",
-            ),
-        )
-    atomic.write_text(predictions_file, predictions.to_csv(index=False, lineterminator="\n"))
-    atomic.write_json(metrics_file, metrics)
+
+def _confusion_png(predicted: Predicted) -> bytes:
+    labels = range(len(predicted.classes))
+    counts = confusion_matrix(predicted.true, predicted.predicted, labels=labels)
+    images = len(predicted.rows)
+    title = f"Confusion matrix, {images} test images\n(colour: share of the true class)"
+    return confusion_image(counts, predicted.classes, title)
+
+
+def _gallery_png(prepared_dir: Path, predicted: Predicted, per_class: int) -> bytes:
+    rows, true, probabilities = predicted.rows, predicted.true, predicted.probabilities
+    chosen = most_confident_mistakes(true, probabilities, rows["id"].to_numpy(), per_class)
+    tiles = gallery_tiles(prepared_dir, rows, chosen, true, probabilities, predicted.classes)
+    return gallery_image(
+        tiles,
+        f"Most confident mistakes\n(up to {per_class} per true class)",
+        f"no mistakes among {len(rows)} test images"
+        if per_class
+        else "gallery turned off (evaluate.gallery_per_class: 0)",
+    )
+
+
+def write_plots(
+    layout: Layout, predicted: Predicted, metrics: dict, curve: Curves, gallery_per_class: int
+) -> None:
+    """The plot data for dvc.yaml's templates and the two pictures, as one folder."""
+    per_class = [{"class_name": name, **figures} for name, figures in metrics["per_class"].items()]
+    with atomic.atomic_dir(layout.evaluate_plots) as scratch:
+        atomic.write_json(scratch / PER_CLASS_FILE, per_class)
+        atomic.write_json(scratch / ROC_FILE, [{"curve": curve.kind, **p} for p in curve.roc])
+        atomic.write_json(scratch / PR_FILE, [{"curve": curve.kind, **p} for p in curve.pr])
+        atomic.write_bytes(scratch / CONFUSION_IMAGE, _confusion_png(predicted))
+        gallery = _gallery_png(layout.prepared, predicted, gallery_per_class)
+        atomic.write_bytes(scratch / GALLERY_IMAGE, gallery)
+
+
+def _log_metrics(metrics: dict, k: int, classes: int) -> None:
     log.info(
         "test accuracy %.4f, balanced %.4f, macro F1 %.4f, top-%d %.4f, log loss %.4f",
         metrics["accuracy"],
         metrics["balanced_accuracy"],
         metrics["macro_f1"],
-        min(k, len(classes)),
+        min(k, classes),
         metrics["top_k_accuracy"],
         metrics["log_loss"],
     )
+
+
+def run(params: EvaluateParams, layout: Layout) -> dict:
+    predicted = predict_test_split(layout, params.batch_size)
+    classes = len(predicted.classes)
+    _warn_if_top_k_holds_every_class(params.top_k, classes)
+    metrics, curve = score(predicted, params)
+    predictions = prediction_table(
+        predicted.rows, predicted.true, predicted.probabilities, predicted.classes, params.top_k
+    )
+    write_plots(layout, predicted, metrics, curve, params.gallery_per_class)
+    atomic.write_text(layout.predictions, predictions.to_csv(index=False, lineterminator="\n"))
+    atomic.write_json(layout.metrics, metrics)
+    _log_metrics(metrics, params.top_k, classes)
     return metrics
 
 
 def main() -> None:
-    run_main(
-        "evaluate",
-        lambda: run(
-            load_params().evaluate,
-            MODEL_DIR,
-            PREPARED_DIR,
-            SPLIT_DIR,
-            METRICS_FILE,
-            PREDICTIONS_FILE,
-            PLOTS_DIR,
-        ),
-    )
+    run_main("evaluate", lambda: run(load_params().evaluate, Layout()))
 
 
 if __name__ == "__main__":

@@ -40,11 +40,17 @@ from imgpipe.parallel import ordered_map
 from imgpipe.params import PrepareParams, load_params
 from imgpipe.preview_grid import contact_sheet
 from imgpipe.raw import RawItem, list_items, read_source
-from imgpipe.shards import INFO_FILE, MANIFEST, SOURCE_SPLIT, PackedImage, ShardWriter
+from imgpipe.shards import (
+    INFO_FILE,
+    MANIFEST,
+    PREPARED_COLUMNS,
+    SOURCE_SPLIT,
+    PackedImage,
+    ShardWriter,
+)
 
 log = logging.getLogger("imgpipe.prepare")
 
-MANIFEST_COLUMNS = ["id", "label", "shard", "offset", "length", "origin", "sha256", "group"]
 PREVIEW_PER_CLASS = 8
 PREVIEW_CLASSES = 24
 
@@ -304,7 +310,7 @@ def _write_prepared(
         # Rows go to disk as they come, so memory does not grow with the number of images.
         manifest = csv.writer(manifest_file, lineterminator="\n")
         with_split = any(item.split for item in items)
-        manifest.writerow(MANIFEST_COLUMNS + [SOURCE_SPLIT] * with_split)
+        manifest.writerow(PREPARED_COLUMNS + [SOURCE_SPLIT] * with_split)
         for item, outcome in progress:
             if outcome.png is None or outcome.pixel_hash is None:
                 tally.reject(item, outcome)

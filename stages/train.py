@@ -23,19 +23,13 @@ from imgpipe import atomic
 from imgpipe.cli import run_main
 from imgpipe.errors import MissingInputError, StageError
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
+from imgpipe.layout import Layout
 from imgpipe.params import TrainParams, load_params
 from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
 from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
 
 log = logging.getLogger("imgpipe.train")
 
-PREPARED_DIR = Path("data/prepared")
-SPLIT_DIR = Path("data/split")
-AUGMENTED_DIR = Path("data/augmented")
-MODEL_DIR = Path("data/model")
-LIVE_DIR = Path("reports/train")
-BACKUP_ROOT = Path(".train-backup")
-TENSORBOARD_DIR = Path("logs/tensorboard")
 PARAMS_FILE = "params.json"
 
 
@@ -106,7 +100,7 @@ def _live_logger(live):
     return LiveLogger()
 
 
-def _callbacks(params: TrainParams, live, backup, live_dir, tensorboard_dir, first_epoch):
+def _callbacks(params: TrainParams, live, backup, layout: Layout, first_epoch: int) -> list:
     """In the order Keras runs them at an epoch's end: log, adjust, then back up."""
     import keras
 
@@ -123,9 +117,11 @@ def _callbacks(params: TrainParams, live, backup, live_dir, tensorboard_dir, fir
             verbose=1,
         )
     callbacks = [_live_logger(live), *stateful.values()]
-    callbacks += backup.callbacks(live_dir, stateful, first_epoch)
-    if tensorboard_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+    callbacks += backup.callbacks(layout.train_live, stateful, first_epoch)
+    if params.tensorboard:
+        # One folder per experiment (the backup's key), so TensorBoard can compare them.
+        log_dir = layout.tensorboard / backup.key
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
     return callbacks
 
 
@@ -153,9 +149,10 @@ class Inputs:
         return self.size[1], self.size[0], self.channels
 
 
-def read_inputs(prepared_dir: Path, split_dir: Path, augmented_dir: Path) -> Inputs:
+def read_inputs(layout: Layout) -> Inputs:
     from imgpipe.dataset import sample_index
 
+    prepared_dir, split_dir, augmented_dir = layout.prepared, layout.split, layout.augmented
     info_file = prepared_dir / INFO_FILE
     if not info_file.exists():
         raise MissingInputError(f"{info_file} is missing: run the prepare stage first")
@@ -266,51 +263,45 @@ def _write_model_dir(model_dir: Path, model, inputs: Inputs, resolved: dict) -> 
         atomic.write_json(scratch / PARAMS_FILE, resolved)
 
 
-def run(
-    params: TrainParams,
-    seed: int,
-    prepared_dir: Path,
-    split_dir: Path,
-    augmented_dir: Path,
-    model_dir: Path,
-    live_dir: Path,
-    backup_root: Path | None = None,
-    tensorboard_root: Path | None = None,
-    extra_callbacks: list | None = None,
-) -> dict:
-    """Train, write ``model_dir`` atomically, return a summary.
+@dataclass(frozen=True)
+class Setup:
+    """What the params and the inputs decide before the first epoch."""
 
-    ``backup_root`` defaults to ``.train-backup`` beside ``model_dir``; ``extra_callbacks``
-    are Keras callbacks run after the stage's own.
-    """
-    import keras  # imported here: TensorFlow takes seconds to load
-    import tensorflow as tf
-    from dvclive import Live
+    settings: dict  # seed, params and resolved layers: the experiment, as the backup key sees it
+    augmentation: list[dict]
+    steps: int  # per epoch
+    weights: list[float]  # loss weight per class index
 
+
+def _setup(params: TrainParams, seed: int, inputs: Inputs) -> Setup:
     from imgpipe.dataset import steps_per_epoch
-    from imgpipe.resume import Backup, backup_key
 
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-    inputs = read_inputs(prepared_dir, split_dir, augmented_dir)
     layers = _checked_layers(params, inputs.input_shape)
     augmentation = check_augmentation(params.augmentation)
     steps = steps_per_epoch(inputs.train, params.batch_size)
     weights = _class_weights(params, inputs.classes, inputs.train.class_counts(len(inputs.classes)))
-
     settings = {"seed": seed, **params.model_dump(mode="json"), "layers": layers}
-    key = backup_key(settings, inputs.files)
-    backup = Backup(backup_root or model_dir.parent / ".train-backup", key)
-    first_epoch = min(backup.finished_epochs(), params.epochs)
-    if first_epoch:
-        log.info(
-            "resuming at epoch %d of %d from %s", first_epoch + 1, params.epochs, backup.directory
-        )
-        backup.restore_snapshot(live_dir, first_epoch)
+    return Setup(settings, augmentation, steps, weights)
 
-    train_data, val_data = _datasets(inputs, prepared_dir, params, seed, first_epoch, weights)
-    model, replicas = _compiled_model(params, inputs, augmentation, steps)
+
+def _make_deterministic(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _resume_point(backup, epochs: int, live_dir: Path) -> int:
+    """The first epoch to train: the one after those a killed run of this experiment finished."""
+    first_epoch = min(backup.finished_epochs(), epochs)
+    if first_epoch:
+        log.info("resuming at epoch %d of %d from %s", first_epoch + 1, epochs, backup.directory)
+        backup.restore_snapshot(live_dir, first_epoch)
+    return first_epoch
+
+
+def _log_start(model, replicas: int, inputs: Inputs) -> None:
     log.info(
         "training %s (%d parameters, %d replica(s)) on %d images (%d augmented), validating on %d",
         model.name,
@@ -321,38 +312,39 @@ def run(
         len(inputs.val_rows),
     )
 
-    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
-    tensorboard_dir = (tensorboard_root or TENSORBOARD_DIR) / key if params.tensorboard else None
-    callbacks = _callbacks(params, live, backup, live_dir, tensorboard_dir, first_epoch)
+
+def _timed_fit(model, datasets, params: TrainParams, first_epoch: int, steps: int, callbacks):
+    """(Keras history, seconds spent in fit)."""
     started = time.perf_counter()
-    history = _fit(
-        model,
-        train_data,
-        val_data,
-        params,
-        first_epoch,
-        steps,
-        callbacks + list(extra_callbacks or []),
-    )
-    seconds = time.perf_counter() - started
+    history = _fit(model, *datasets, params, first_epoch, steps, callbacks)
+    return history, time.perf_counter() - started
+
+
+def _end_live(live, history, seconds: float, images: int, first_epoch: int) -> float:
+    """Add the run's speed to dvclive's summary and close it; return images per second."""
     epochs_run = len(history.epoch)
-    images_per_second = len(inputs.train) * epochs_run / seconds if epochs_run else 0.0
+    images_per_second = images * epochs_run / seconds if epochs_run else 0.0
     live.summary["train_seconds"] = round(seconds, 2)
     live.summary["train_images_per_second"] = round(images_per_second, 1)
     live.summary["epochs_run"] = epochs_run
     live.summary["resumed_at_epoch"] = first_epoch
     live.end()
+    return images_per_second
 
-    resolved = {
-        **settings,
-        "augmentation": augmentation,
+
+def _resolved(setup: Setup, inputs: Inputs, replicas: int) -> dict:
+    """Everything that made the model, saved beside it as params.json."""
+    return {
+        **setup.settings,
+        "augmentation": setup.augmentation,
         "input_shape": list(inputs.input_shape),
         "classes": len(inputs.classes),
-        "class_weights_resolved": dict(zip(inputs.classes, weights, strict=True)),
+        "class_weights_resolved": dict(zip(inputs.classes, setup.weights, strict=True)),
         "replicas": replicas,
     }
-    _write_model_dir(model_dir, model, inputs, resolved)
-    backup.remove()  # only now: until the model is written, a rerun can still resume
+
+
+def _summary(history, seconds: float, images_per_second: float, backup) -> dict:
     val_accuracy = history.history.get("val_accuracy") or [float("nan")]
     return {
         "val_accuracy": float(val_accuracy[-1]),
@@ -364,20 +356,38 @@ def run(
     }
 
 
+def run(
+    params: TrainParams, seed: int, layout: Layout, extra_callbacks: list | None = None
+) -> dict:
+    """Train, write ``layout.model`` atomically, return a summary.
+
+    ``extra_callbacks`` are Keras callbacks run after the stage's own.
+    """
+    from dvclive import Live  # imported here, as TensorFlow is: both take seconds to load
+
+    from imgpipe.resume import Backup, backup_key
+
+    _make_deterministic(seed)
+    inputs = read_inputs(layout)
+    setup = _setup(params, seed, inputs)
+    backup = Backup(layout.train_backup, backup_key(setup.settings, inputs.files))
+    first_epoch = _resume_point(backup, params.epochs, layout.train_live)
+    datasets = _datasets(inputs, layout.prepared, params, seed, first_epoch, setup.weights)
+    model, replicas = _compiled_model(params, inputs, setup.augmentation, setup.steps)
+    _log_start(model, replicas, inputs)
+    live = Live(str(layout.train_live), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
+    callbacks = _callbacks(params, live, backup, layout, first_epoch) + list(extra_callbacks or [])
+    history, seconds = _timed_fit(model, datasets, params, first_epoch, setup.steps, callbacks)
+    images_per_second = _end_live(live, history, seconds, len(inputs.train), first_epoch)
+    _write_model_dir(layout.model, model, inputs, _resolved(setup, inputs, replicas))
+    backup.remove()  # only now: until the model is written, a rerun can still resume
+    return _summary(history, seconds, images_per_second, backup)
+
+
 def main() -> None:
     def body() -> None:
         params = load_params()
-        run(
-            params.train,
-            params.base.seed,
-            PREPARED_DIR,
-            SPLIT_DIR,
-            AUGMENTED_DIR,
-            MODEL_DIR,
-            LIVE_DIR,
-            BACKUP_ROOT,
-            TENSORBOARD_DIR,
-        )
+        run(params.train, params.base.seed, Layout())
 
     run_main("train", body)
 

@@ -87,6 +87,17 @@ def split_dir(prepared_dir: Path, tmp_path: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory):
+    """One small model trained on the stripes, once per session, for the tests that read one.
+
+    Read-only: a test that changes files copies what it needs, and writes below its own folder.
+    """
+    from tests.tiny_model import trained_project as train_tiny_project
+
+    return train_tiny_project(tmp_path_factory.mktemp("trained"))
+
+
 @pytest.fixture
 def server():
     """An HTTP server on 127.0.0.1 serving only what the test puts in ``server.behaviour``."""

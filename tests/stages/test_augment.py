@@ -14,8 +14,15 @@ from imgpipe.augment_ops import (
     sample_seed,
 )
 from imgpipe.images import decode, decode_png_array
-from imgpipe.params import AugmentOperation, AugmentParams, PrepareParams, SplitParams
-from imgpipe.shards import read_images, read_manifest, read_split
+from imgpipe.params import (
+    AugmentOperation,
+    AugmentParams,
+    ParamsError,
+    PrepareParams,
+    SplitParams,
+    parse_params,
+)
+from imgpipe.shards import AUGMENTED_COLUMNS, read_images, read_manifest, read_split
 from stages import augment, prepare, split
 from tests.conftest import layout_of, tree_bytes, write_class_folders
 
@@ -27,8 +34,16 @@ OPERATIONS = [
 
 
 def _run(prepared_dir, split_dir, out, preview_path=None, **settings):
+    """Augment into ``out``; the preview goes to ``preview_path``, or beside ``out``."""
     options = {"per_image": 2, "operations": OPERATIONS, "workers": 1, **settings}
-    return augment.run(AugmentParams(**options), 11, prepared_dir, split_dir, out, preview_path)
+    layout = layout_of(
+        out.parent,
+        prepared=prepared_dir,
+        split=split_dir,
+        augmented=out,
+        augment_preview=preview_path or out.parent / f"{out.name}-preview.png",
+    )
+    return augment.run(AugmentParams(**options), 11, layout)
 
 
 def _pixels(data: bytes) -> np.ndarray:
@@ -62,10 +77,10 @@ def test_no_held_out_image_nor_a_duplicate_of_one_feeds_augmentation(with_duplic
     augmented = read_manifest(tmp_path / "aug")
     train = read_split(split_dir, "train")
     held_out = pd.concat([read_split(split_dir, n) for n in ("val", "test")])
-    assert set(augmented["origin"]) == set(train["id"])
-    assert not set(augmented["origin"]) & set(held_out["id"])
-    assert not set(manifest.loc[augmented["origin"], "group"]) & set(held_out["group"])
-    labels = manifest.loc[augmented["origin"], "label"].to_numpy()
+    assert set(augmented["parent"]) == set(train["id"])
+    assert not set(augmented["parent"]) & set(held_out["id"])
+    assert not set(manifest.loc[augmented["parent"], "group"]) & set(held_out["group"])
+    labels = manifest.loc[augmented["parent"], "label"].to_numpy()
     assert (labels == augmented["label"].to_numpy()).all()
 
 
@@ -87,7 +102,7 @@ def test_per_image_makes_that_many_samples_from_every_training_image(
     summary = _run(prepared_dir, split_dir, tmp_path / "aug", per_image=3)
     augmented = read_manifest(tmp_path / "aug")
     train = read_split(split_dir, "train")
-    assert augmented["origin"].value_counts().to_dict() == dict.fromkeys(train["id"], 3)
+    assert augmented["parent"].value_counts().to_dict() == dict.fromkeys(train["id"], 3)
     assert summary["per_class"] == {"circle": 36, "square": 36, "triangle": 36}
     assert augmented["id"].is_unique
 
@@ -110,7 +125,7 @@ def test_per_class_balances_the_classes_to_the_target(tmp_path):
     made = read_manifest(tmp_path / "aug")
     assert made["label"].value_counts().to_dict() == {"few": 19, "some": 13, "many": 7}
     # spread evenly: no image of a class is used more than once more than another
-    uses = made.groupby("label")["origin"].value_counts()
+    uses = made.groupby("label")["parent"].value_counts()
     assert (uses.groupby(level=0).max() - uses.groupby(level=0).min()).max() <= 1
     # a class already at the target gets nothing
     summary = _run(prepared, split_dir, tmp_path / "aug2", per_image=0, per_class=12)
@@ -135,7 +150,7 @@ def test_same_bytes_on_every_run_and_for_any_worker_count(prepared_dir, split_di
     assert len(outputs[0][0]["manifest.csv"].splitlines()) == 1 + 72
 
 
-def test_each_sample_records_its_origin_seed_and_drawn_operations(
+def test_each_sample_records_its_parent_seed_and_drawn_operations(
     prepared_dir, split_dir, tmp_path
 ):
     _run(prepared_dir, split_dir, tmp_path / "aug")
@@ -155,7 +170,7 @@ def test_each_sample_records_its_origin_seed_and_drawn_operations(
             assert 0 <= record["draw"] < record["probability"]
             counts[record["name"]] += 1
         # the record is enough to make the sample again, byte for byte
-        original = decode(originals[row.origin])
+        original = decode(originals[row.parent])
         image, again = augment_image(original, operations[row.label], 11, index)
         assert [a.to_dict() for a in again] == applied
         assert (np.asarray(image) == made[row.id]).all()
@@ -193,7 +208,7 @@ def test_class_overrides_drop_or_change_an_operation_for_named_classes(
     }
     for row in manifest.itertuples(index=False):
         assert [a["name"] for a in json.loads(row.operations)] == expected_ops[row.label]
-        mirrored = originals[row.origin][:, ::-1]
+        mirrored = originals[row.parent][:, ::-1]
         if row.label == "triangle":
             assert (made[row.id] == mirrored).all()
         elif row.label == "circle":
@@ -293,3 +308,20 @@ def test_a_split_older_than_the_prepared_data_is_refused(prepared_dir, split_dir
         augment.StageError, match=r"1 training id\(s\) are not in .*dvc repro split"
     ):
         _run(prepared_dir, stale, tmp_path / "aug")
+
+
+def test_shard_size_sets_the_samples_per_shard_and_nothing_else(prepared_dir, split_dir, tmp_path):
+    _run(prepared_dir, split_dir, tmp_path / "one-shard")
+    _run(prepared_dir, split_dir, tmp_path / "small-shards", shard_size=10)
+    manifest = read_manifest(tmp_path / "small-shards")
+    assert list(manifest.columns) == AUGMENTED_COLUMNS
+    assert manifest["shard"].value_counts().sort_index().tolist() == [10] * 7 + [2]
+    whole = read_manifest(tmp_path / "one-shard")
+    assert set(whole["shard"]) == {"shard-00000.tar"}
+    columns = ["id", "label", "parent", "seed", "operations"]
+    assert manifest[columns].equals(whole[columns])
+    assert dict(read_images(tmp_path / "small-shards", manifest)) == dict(
+        read_images(tmp_path / "one-shard", whole)
+    )
+    with pytest.raises(ParamsError, match=r"augment\.shard_size: Input should be greater than"):
+        parse_params({"augment": {"shard_size": 0}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,8 @@ from imgpipe.images import decode_png_array
 from imgpipe.params import EvaluateParams, parse_params
 from imgpipe.shards import read_images, read_manifest, read_split
 from stages import evaluate
-from tests.conftest import tree_bytes
-from tests.stages.tiny_model import CLASSES, constant_model, prepared_project, trained_project
+from tests.conftest import layout_of, tree_bytes
+from tests.tiny_model import CLASSES, constant_model, prepared_project
 
 METRIC_NAMES = {
     "accuracy",
@@ -47,27 +48,21 @@ PROBABILITIES = np.array(
 
 
 def _evaluate(project, out, **params):
-    return evaluate.run(
-        EvaluateParams(**params),
-        project.model,
-        project.prepared,
-        project.split,
-        out / "metrics.json",
-        out / "predictions.csv",
-        out / "evaluate",
+    """Evaluate ``project``'s model, writing the reports below ``out``."""
+    layout = replace(
+        project.layout,
+        metrics=out / "metrics.json",
+        predictions=out / "predictions.csv",
+        evaluate_plots=out / "evaluate",
     )
+    return evaluate.run(EvaluateParams(**params), layout)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return trained_project(tmp_path_factory.mktemp("trained"))
-
-
-@pytest.fixture(scope="module")
-def evaluated(trained):
-    out = trained.root / "evaluated"
-    metrics = _evaluate(trained, out, top_k=2)
-    return trained, out, metrics
+def evaluated(trained_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluated")
+    metrics = _evaluate(trained_project, out, top_k=2)
+    return trained_project, out, metrics
 
 
 def test_metrics_match_a_hand_computed_case():
@@ -194,9 +189,9 @@ def test_plot_files_hold_what_dvc_plots_draw(evaluated):
             assert image.format == "PNG" and min(image.size) > 100
 
 
-def test_evaluate_outputs_are_byte_identical_on_a_second_run(evaluated):
+def test_evaluate_outputs_are_byte_identical_on_a_second_run(evaluated, tmp_path):
     project, out, _ = evaluated
-    again = project.root / "again"
+    again = tmp_path / "again"
     _evaluate(project, again, top_k=2)
     assert tree_bytes(again) == tree_bytes(out)
 
@@ -242,19 +237,17 @@ def test_gallery_shows_each_classes_surest_mistakes_with_their_pixels(always_squ
         assert gallery.size[0] < width_with_three_tiles
 
 
+def _reports_in(tmp_path, project, model):
+    """``project``'s data and ``model``, with every report written below ``tmp_path``."""
+    return layout_of(tmp_path, prepared=project.prepared, split=project.split, model=model)
+
+
 def test_missing_model_is_reported_with_what_to_run(tmp_path, always_square):
     project = always_square
+    layout = _reports_in(tmp_path, project, model=tmp_path / "no-model")
     with pytest.raises(StageError, match=r"model\.keras is missing: train a model first"):
-        evaluate.run(
-            EvaluateParams(),
-            tmp_path / "no-model",
-            project.prepared,
-            project.split,
-            tmp_path / "m.json",
-            tmp_path / "p.csv",
-            tmp_path / "plots",
-        )
-    assert not (tmp_path / "m.json").exists()
+        evaluate.run(EvaluateParams(), layout)
+    assert not layout.metrics.exists()
 
 
 def test_test_labels_unknown_to_the_model_stop_the_stage(tmp_path, always_square):
@@ -264,16 +257,9 @@ def test_test_labels_unknown_to_the_model_stop_the_stage(tmp_path, always_square
     for name in ("model.keras", "preprocessing.json"):
         (model_dir / name).write_bytes((project.model / name).read_bytes())
     (model_dir / "classes.json").write_text(json.dumps(["cat", "dog"]))
+    layout = _reports_in(tmp_path, project, model=model_dir)
     with pytest.raises(StageError, match=r"labels the model does not know: \['circle', 'square'\]"):
-        evaluate.run(
-            EvaluateParams(),
-            model_dir,
-            project.prepared,
-            project.split,
-            tmp_path / "m.json",
-            tmp_path / "p.csv",
-            tmp_path / "plots",
-        )
+        evaluate.run(EvaluateParams(), layout)
 
 
 def test_evaluate_params_are_validated_by_name():

@@ -2,7 +2,7 @@
 
     predict photo.jpg holiday/ 'scans/**/*.png' --top-k 3
     predict holiday/ --format json --output predictions.json
-    python -m stages.predict ...     # the same, without the console script
+    python -m imgpipe.predict ...    # the same, without the console script
 
 Every file goes through ``imgpipe.images.standardize_file`` with the image standard saved
 beside the model (``preprocessing.json``): the very function ``prepare`` used, so the
@@ -32,12 +32,12 @@ from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import Rejection, Standard, model_array, standardize_file
 from imgpipe.labels import IMAGE_SUFFIXES, is_clutter
+from imgpipe.layout import Layout
 from imgpipe.parallel import ordered_map
 from imgpipe.trained import Trained, load_trained, read_standard, top_k
 
 log = logging.getLogger("imgpipe.predict")
 
-MODEL_DIR = Path("data/model")
 # Inside folders only files with IMAGE_SUFFIXES endings are taken; a named file is always tried.
 EXIT_SOME_UNREADABLE = 1
 # Automatic --workers: a process pool pays off only from a few dozen files per process.
@@ -130,20 +130,42 @@ def _ranked(trained: Trained, pixels: np.ndarray, k: int) -> list[list[dict]]:
     ]
 
 
-def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers: int) -> Report:
-    if k < 1 or batch_size < 1:
-        raise StageError("--top-k and --batch-size must be at least 1")
+def _files_or_stop(inputs: Sequence[str]) -> tuple[list[Path], list[dict]]:
     files, problems = expand_inputs(inputs)
     if not files:
         listing = "; ".join(f"{p['path']}: {p['reason']}" for p in problems)
         raise StageError(f"nothing to predict ({listing}); give image files, folders or globs")
-    standard = read_standard(model_dir)
+    return files, problems
+
+
+def _load_all(files: list[Path], standard: Standard, workers: int) -> Iterator:
+    """(pixels, reason) per file, in order, decoded in worker processes."""
     if workers == 0:
         workers = min(worker_count(0), max(1, len(files) // FILES_PER_WORKER))
     loaded = ordered_map(load_file, ((str(path), standard) for path in files), workers)
     # Take the first result before TensorFlow loads: the worker processes are forked then,
     # while the parent has no TensorFlow threads whose locks a fork could copy mid-use.
-    loaded = chain([next(loaded)], loaded)
+    return chain([next(loaded)], loaded)
+
+
+def _predict_batch(report: Report, trained: Trained, batch: list) -> None:
+    """Add one batch of (path, (pixels, reason)) to ``report``: predictions, or errors."""
+    good = [(path, pixels) for path, (pixels, _) in batch if pixels is not None]
+    report.errors.extend(
+        {"path": str(path), "reason": reason} for path, (pixels, reason) in batch if pixels is None
+    )
+    if good:
+        ranked = _ranked(trained, np.stack([pixels for _, pixels in good]), report.top_k)
+        report.predictions.extend(
+            {"path": str(path), "top_k": top} for (path, _), top in zip(good, ranked, strict=True)
+        )
+
+
+def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers: int) -> Report:
+    if k < 1 or batch_size < 1:
+        raise StageError("--top-k and --batch-size must be at least 1")
+    files, problems = _files_or_stop(inputs)
+    loaded = _load_all(files, read_standard(model_dir), workers)
     trained = load_trained(model_dir)
     k = min(k, len(trained.classes))
     report = Report(str(model_dir), trained.classes, k, errors=list(problems))
@@ -156,18 +178,7 @@ def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers
         disable=None,  # silent when stderr is not a terminal
     )
     for batch in progress:
-        good = [(path, pixels) for path, (pixels, _) in batch if pixels is not None]
-        report.errors.extend(
-            {"path": str(path), "reason": reason}
-            for path, (pixels, reason) in batch
-            if pixels is None
-        )
-        if good:
-            ranked = _ranked(trained, np.stack([pixels for _, pixels in good]), k)
-            report.predictions.extend(
-                {"path": str(path), "top_k": top}
-                for (path, _), top in zip(good, ranked, strict=True)
-            )
+        _predict_batch(report, trained, batch)
     for problem in report.errors:
         log.warning("skipped %s: %s", problem["path"], problem["reason"])
     log.info("predicted %d image(s), %d skipped", len(report.predictions), len(report.errors))
@@ -207,7 +218,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "inputs", nargs="+", help="image files, folders (searched recursively) or globs"
     )
-    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="default: %(default)s")
+    parser.add_argument(
+        "--model-dir", type=Path, default=Layout().model, help="default: %(default)s"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--output", type=Path, help="write here instead of standard output")

@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 from PIL import BmpImagePlugin, Image
 
+from imgpipe import predict
 from imgpipe.images import Standard, decode_png_array
 from imgpipe.params import PrepareParams
 from imgpipe.shards import read_images, read_manifest
 from imgpipe.trained import load_trained
-from stages import predict, prepare
+from stages import prepare
 from tests.conftest import layout_of, write_class_folders
-from tests.stages.tiny_model import CLASSES, trained_project
+from tests.tiny_model import CLASSES
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return trained_project(tmp_path_factory.mktemp("trained"))
+@pytest.fixture
+def trained(trained_project):
+    """The session's shared model; read-only, so tests copy what they change."""
+    return trained_project
 
 
 @pytest.fixture
