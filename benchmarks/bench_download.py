@@ -15,6 +15,7 @@ import json
 import shutil
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def _archive_row(work: Path, count: int, repeats: int) -> Comparison:
     raw.mkdir()
     _shuffled_tar_gz(corpus, raw / "pets.tar.gz")
     (raw / "source.json").write_text(
-        json.dumps({"layout": "archive", "archive": "pets.tar.gz", "labels": {}})
+        json.dumps({"kind": "archive", "layout": "archive", "archive": "pets.tar.gz", "labels": {}})
     )
     assert _read_with_raw(raw) == _read_with_tarfile(raw / "pets.tar.gz")
     rates = median_rates(
@@ -78,14 +79,16 @@ def _archive_row(work: Path, count: int, repeats: int) -> Comparison:
 
 
 def _folder_row(work: Path, count: int, repeats: int) -> Comparison:
-    from imgpipe.params import DownloadParams
+    from imgpipe.layout import Layout
+    from imgpipe.params import parse_params
     from stages import download
 
     corpus = make_corpus(work / "folder", count, seed=6)
-    params = DownloadParams(source="folder", path=str(corpus))
+    params = parse_params({"download": {"source": "folder", "path": str(corpus)}}).download
+    layout = replace(Layout.under(work / "ours"), raw=work / "ours" / "raw")
 
     def ours() -> None:
-        download.run(params, work / "ours" / "raw")
+        download.run(params, layout)
 
     def plain() -> None:
         target = work / "plain" / "raw"

@@ -3,7 +3,8 @@
 icrawler finds image URLs (Bing or Google) and downloads them; the downloader here names each
 file by its content's sha256, so a run gives the same names for the same images and a picture
 found twice (under two keywords, or two classes) is kept once, under the first class that
-found it. The URL each image came from is recorded for ``source.json``.
+found it. The URL each image came from is recorded for ``source.json``. Imported only when a
+crawl runs (by ``imgpipe.sources.crawl``), since importing icrawler is slow.
 """
 
 from __future__ import annotations

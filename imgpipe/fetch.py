@@ -27,7 +27,6 @@ from imgpipe.errors import StageError
 log = logging.getLogger("imgpipe.fetch")
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Failures worth another try: the network, not the request, was at fault.
 RETRIABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Query parameters that carry credentials (signed URLs, API tokens): never written anywhere.

@@ -8,9 +8,8 @@ instead of silently falling back to a default. Numbers that arrive as strings (D
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -24,6 +23,7 @@ from pydantic import (
 
 from imgpipe.errors import ParamsError
 from imgpipe.images import ColorMode, ColorValue, Fit, LumaChoice, Resample, Standard
+from imgpipe.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -45,142 +45,13 @@ class BaseParams(Section):
     seed: int = Field(42, ge=0, description="seed shared by split, augment and train")
 
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
-
-# The keys each source reads (beyond `source` and the download limits); any other key set for
-# a source is a mistake worth stopping on, since it would be silently ignored.
-DOWNLOAD_KEYS = {
-    "digits": set(),
-    "folder": {"path", "label_pattern"},
-    "archive": {"url", "path", "sha256", "label_pattern"},
-    "cifar10": {"url", "sha256"},
-    "kaggle": {"competition", "dataset", "file", "sha256", "label_pattern"},
-    "crawl": {"classes", "engine", "max_per_class", "min_size"},
-}
-DOWNLOAD_NEEDS = {
-    "folder": ("path",),  # a folder of class folders, or of files named by class
-    "crawl": ("classes",),
-}
-DOWNLOAD_SOURCE_DEFAULTS = {"cifar10": {"url": CIFAR10_URL, "sha256": CIFAR10_SHA256}}
-# Kaggle with neither a competition nor a dataset named: the dogs-vs-cats example.
-KAGGLE_EXAMPLE = {
-    "competition": "dogs-vs-cats",
-    "file": "train.zip",
-    "label_pattern": r"^(cat|dog)\.",
-}
-
-
-class DownloadParams(Section):
-    source: Literal["digits", "folder", "archive", "cifar10", "kaggle", "crawl"] = "digits"
-    path: str | None = Field(
-        None, description="folder: a folder of images; archive: a local .zip/.tar/.tar.gz"
-    )
-    url: str | None = Field(None, description="archive, cifar10: where to download from")
-    sha256: str | None = Field(None, description="expected sha256 of the downloaded file")
-    label_pattern: str | None = Field(
-        None, description="regular expression on file names; group 1 is the class"
-    )
-    competition: str | None = Field(None, description="kaggle: competition name")
-    dataset: str | None = Field(None, description="kaggle: dataset as owner/name")
-    file: str | None = Field(None, description="kaggle: one file of the competition or dataset")
-    classes: dict[str, list[str]] | None = Field(
-        None, description="crawl: class name -> search keywords"
-    )
-    engine: Literal["bing", "google"] = "bing"
-    max_per_class: int = Field(100, ge=1, le=10_000)
-    min_size: tuple[int, int] = Field((64, 64), description="crawl: smallest width, height kept")
-    timeout: float = Field(60, gt=0, le=3600, description="seconds without data before a retry")
-    retries: int = Field(5, ge=0, le=100)
-    max_members: int = Field(1_000_000, ge=1, description="archives: most members accepted")
-    max_total_gb: float = Field(64, gt=0, description="archives: most uncompressed bytes, in GB")
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex_digest(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-            raise ValueError("must be 64 hexadecimal digits, as printed by `sha256sum FILE`")
-        return value.lower() if value else value
-
-    @field_validator("label_pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                compiled = re.compile(value)
-            except re.error as err:
-                raise ValueError(f"not a valid regular expression: {err}") from None
-            if compiled.groups > 1:
-                raise ValueError("use at most one group (the class); make others (?:...)")
-        return value
-
-    @field_validator("classes")
-    @classmethod
-    def _keywords(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
-        if value is not None:
-            if len(value) < 2:
-                raise ValueError("name at least two classes, each with its search keywords")
-            for name, keywords in value.items():
-                if not re.fullmatch(r"[\w][\w .-]*", name):
-                    raise ValueError(f"class name {name!r} must be letters, digits, _ - . or space")
-                if not keywords or not all(k.strip() for k in keywords):
-                    raise ValueError(f"class {name!r} needs at least one non-empty keyword")
-        return value
-
-    @field_validator("min_size")
-    @classmethod
-    def _sane_size(cls, size: tuple[int, int]) -> tuple[int, int]:
-        if min(size) < 1 or max(size) > 10_000:
-            raise ValueError("width and height must be between 1 and 10000")
-        return size
-
-    @model_validator(mode="before")
-    @classmethod
-    def _source_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, value in DOWNLOAD_SOURCE_DEFAULTS.get(data.get("source"), {}).items():
-                data = {**data, key: data.get(key) or value}
-            if data.get("source") == "kaggle" and not (
-                data.get("competition") or data.get("dataset")
-            ):
-                data = {**KAGGLE_EXAMPLE, **data}
-        return data
-
-    @model_validator(mode="after")
-    def _keys_fit_the_source(self) -> DownloadParams:
-        source = self.source
-        allowed = DOWNLOAD_KEYS[source] | {"source", "timeout", "retries"}
-        if source in ("archive", "cifar10", "kaggle"):
-            allowed |= {"max_members", "max_total_gb"}
-        stray = sorted(key for key in self.model_fields_set if key not in allowed)
-        if stray:
-            raise ValueError(
-                f"{', '.join('download.' + k for k in stray)} not used by source {source!r}; "
-                "it reads "
-                f"{', '.join(sorted(DOWNLOAD_KEYS[source])) or 'no other keys'}"
-            )
-        for key in DOWNLOAD_NEEDS.get(source, ()):
-            if not getattr(self, key):
-                raise ValueError(f"source {source!r} needs download.{key}")
-        if source == "archive":
-            if bool(self.url) == bool(self.path):
-                raise ValueError(
-                    "source 'archive' needs exactly one of download.url, download.path"
-                )
-            if not self.sha256:
-                raise ValueError(
-                    "source 'archive' needs download.sha256, the archive's checksum "
-                    "(`sha256sum FILE` prints it)"
-                )
-        if source == "kaggle":
-            if bool(self.competition) == bool(self.dataset):
-                raise ValueError(
-                    "source 'kaggle' needs exactly one of download.competition (e.g. "
-                    "dogs-vs-cats) and download.dataset (owner/name)"
-                )
-            if self.dataset and not re.fullmatch(r"[\w.-]+/[\w.-]+", self.dataset):
-                raise ValueError("download.dataset must be owner/name, as in its Kaggle URL")
-        return self
+# download: each source's params model lives in its module (imgpipe.sources); `source` picks
+# the model, and each model refuses keys its source does not read.
+DEFAULT_SOURCE = "digits"
+DownloadParams = Annotated[
+    Union[tuple(source.Params for source in SOURCES.values())],  # noqa: UP007 (from a registry)
+    Field(discriminator="source"),
+]
 
 
 class PrepareParams(Section):
@@ -416,7 +287,7 @@ class CheckParams(Section):
 
 class Params(Section):
     base: BaseParams = BaseParams()
-    download: DownloadParams = DownloadParams()
+    download: DownloadParams = SOURCES[DEFAULT_SOURCE].Params()
     prepare: PrepareParams = PrepareParams()
     split: SplitParams = SplitParams()
     augment: AugmentParams = AugmentParams()
@@ -424,9 +295,47 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     check: CheckParams = CheckParams()
 
+    @field_validator("download", mode="before")
+    @classmethod
+    def _default_source(cls, download: Any) -> Any:
+        # `download:` without `source` means the default source, as no `download:` does.
+        if isinstance(download, dict) and "source" not in download:
+            return {"source": DEFAULT_SOURCE, **download}
+        return download
+
+
+def _download_source(loc: tuple[Any, ...]) -> str | None:
+    """The source a ``download`` error is about: pydantic puts the union's tag second."""
+    if len(loc) > 1 and loc[0] == "download" and loc[1] in SOURCES:
+        return loc[1]
+    return None
+
+
+def _source_keys(model: type[BaseModel]) -> list[str]:
+    """The keys a source reads: its own first, then those it shares with other sources."""
+    shared = {key for base in model.__mro__[1:] for key in getattr(base, "model_fields", {})}
+    keys = [key for key in model.model_fields if key != "source"]
+    return [k for k in keys if k not in shared] + [k for k in keys if k in shared]
+
+
+def _describe_source_keys(error: dict[str, Any], tag: str) -> str:
+    """Which keys the chosen source reads, or what a missing one is for."""
+    if len(error["loc"]) != 3:
+        return ""
+    model = SOURCES[tag].Params
+    if error["type"] == "extra_forbidden":
+        return f"source {tag!r} reads: " + (", ".join(_source_keys(model)) or "no other keys")
+    if error["type"] == "missing":
+        description = model.model_fields[error["loc"][2]].description
+        return f"source {tag!r} needs it" + (f": {description}" if description else "")
+    return ""
+
 
 def _describe_allowed(error: dict[str, Any]) -> str:
     """What the user may write instead, for the kinds of mistakes people actually make."""
+    tag = _download_source(error["loc"])
+    if tag:
+        return _describe_source_keys(error, tag)
     if error["type"] == "extra_forbidden":
         model = Params
         for part in error["loc"][:-1]:
@@ -439,18 +348,34 @@ def _describe_allowed(error: dict[str, Any]) -> str:
     return ""
 
 
+def _describe_problem(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "missing"
+    if error["type"] == "union_tag_invalid":
+        ctx = error["ctx"]
+        return f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}; one of: " + (
+            ctx["expected_tags"].replace("'", "")
+        )
+    if isinstance(error.get("input"), dict):
+        return error["msg"]  # a whole section: the key already says which
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."  # long layer lists
+    return f"{error['msg']} (got {shown})"
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source} has {err.error_count()} problem(s):"]
     for error in err.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        else:
-            shown = repr(error.get("input"))
-            shown = shown if len(shown) <= 120 else shown[:117] + "..."  # long layer lists
-            message = f"{error['msg']} (got {shown})"
+        loc = error["loc"]
+        if _download_source(loc):
+            loc = (loc[0], *loc[2:])  # the union's tag repeats download.source
+        elif error["type"] == "union_tag_invalid":
+            loc = (*loc, error["ctx"]["discriminator"].strip("'"))
+        key = ".".join(str(part) for part in loc)
         allowed = _describe_allowed(error)
-        lines.append(f"  {key}: {message}" + (f"; {allowed}" if allowed else ""))
+        lines.append(f"  {key}: {_describe_problem(error)}" + (f"; {allowed}" if allowed else ""))
     return "\n".join(lines)
 
 

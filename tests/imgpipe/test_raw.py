@@ -1,13 +1,12 @@
-import io
 import json
+from dataclasses import replace
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from imgpipe.errors import RawDataError
 from imgpipe.raw import RawItem, list_items
-from tests.archive_makers import make_cifar, make_zip
+from imgpipe.sources import SOURCES
+from tests.archive_makers import make_zip
 
 
 def _source(raw, **fields):
@@ -30,13 +29,29 @@ def test_missing_source_and_unknown_layout_say_what_to_do(tmp_path):
     with pytest.raises(RawDataError, match="run the download stage first"):
         list_items(tmp_path)
     _source(tmp_path, layout="mystery")
-    with pytest.raises(RawDataError, match="unknown layout 'mystery'"):
+    with pytest.raises(RawDataError, match="unknown kind None and unknown layout 'mystery'"):
         list_items(tmp_path)
 
 
-def test_archive_members_are_read_directly(tmp_path):
+def test_the_kind_picks_the_reader_of_its_source(tmp_path, monkeypatch):
+    seen = []
+
+    def list_source(raw_dir, source):
+        seen.append(source["kind"])
+        return [RawItem("b/2", "b", bytes), RawItem("a/1", "a", bytes)]
+
+    monkeypatch.setitem(SOURCES, "crawl", replace(SOURCES["crawl"], list_items=list_source))
+    # The layout alone would pick the class-folder reader, which needs images/ to exist.
+    _source(tmp_path, kind="crawl", layout="class_folders", root="images")
+    items, classes = list_items(tmp_path)
+    assert seen == ["crawl"]
+    assert [item.origin for item in items] == ["a/1", "b/2"]
+    assert classes == ["a", "b"]  # no class_names recorded: the labels found, sorted
+
+
+def test_a_hand_written_source_json_is_read_by_its_layout(tmp_path):
     raw = tmp_path / "raw"
-    _source(raw, layout="archive", archive="a.zip", labels={"image_names_only": True})
+    _source(raw, kind="corpus", layout="archive", archive="a.zip", labels={})
     (raw / "a.zip").write_bytes(make_zip({"x/cat/1.png": b"one", "x/dog/2.png": b"two"}))
     items, classes = list_items(raw)
     assert classes == ["cat", "dog"]
@@ -44,21 +59,3 @@ def test_archive_members_are_read_directly(tmp_path):
         ("a.zip/x/cat/1.png", b"one"),
         ("a.zip/x/dog/2.png", b"two"),
     ]
-    (raw / "a.zip").unlink()
-    with pytest.raises(RawDataError, match="dvc repro -f download"):
-        list_items(raw)
-
-
-def test_cifar_items_are_lossless_pngs_with_the_test_batch_marked(tmp_path):
-    raw = tmp_path / "raw"
-    data, batches = make_cifar(per_batch=4)
-    _source(raw, layout="cifar10", archive="c.tar.gz")
-    (raw / "c.tar.gz").write_bytes(data)
-    items, classes = list_items(raw)
-    assert len(items) == 24 and len(classes) == 10
-    item = next(i for i in items if i.origin == "c.tar.gz/test_batch/00002")
-    labels, images = batches["test_batch"]
-    assert item.label == classes[labels[2]]
-    assert item.split == "test"
-    pixels = np.asarray(Image.open(io.BytesIO(item.read())))
-    np.testing.assert_array_equal(pixels, images[2].transpose(1, 2, 0))

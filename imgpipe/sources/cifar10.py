@@ -1,10 +1,12 @@
-"""CIFAR-10 read straight from its archive, python or binary version, without trusting pickle.
+"""CIFAR-10 from its official URL (or a mirror), checked against its sha256 and read straight
+from its archive, python or binary version, without trusting pickle.
 
 The python batches are pickles, and unpickling runs whatever code the file names. They are
 read with an unpickler that can build nothing but numpy arrays, lists, dicts, numbers and
 strings, so a tampered file fails to load instead of running code. Each image is stored as
 3x32x32, channel first (1024 red, 1024 green, 1024 blue values, row-major); it is returned as
-32x32x3 without changing a pixel. The source's own test batch stays marked as ``test``.
+32x32x3 without changing a pixel, as a lossless PNG. The source's own test batch stays marked
+as ``test``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,32 @@ from __future__ import annotations
 import io
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from PIL import Image
+from pydantic import Field
 
 from imgpipe.archives import Archive
 from imgpipe.errors import StageError
+from imgpipe.fetch import redact_url
+from imgpipe.raw import RawItem
+from imgpipe.sources.common import (
+    ArchiveSourceParams,
+    Sha256,
+    Source,
+    download_url,
+    keep_archive,
+    limits,
+    limits_record,
+    open_archive,
+)
 
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CLASSES = [
     "airplane",
     "automobile",
@@ -135,3 +156,68 @@ def read_batches(archive: Archive) -> list[Batch]:
         data = archive.read(member)
         batches.append(load_binary_batch(data, name) if binary else load_python_batch(data, name))
     return batches
+
+
+class Cifar10Params(ArchiveSourceParams):
+    source: Literal["cifar10"] = "cifar10"
+    url: str = Field(URL, description="where to download from: the official URL or a mirror")
+    sha256: Sha256 = Field(SHA256, description="expected sha256 of the downloaded file")
+
+
+def fetch(params: Cifar10Params, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
+    fetched = download_url(params, params.url, params.sha256, downloads_dir, "cifar-10.tar.gz")
+    archive_limits = limits(params)
+    with Archive(fetched.path, archive_limits) as archive:
+        batches = read_batches(archive)
+    keep_archive(fetched, out_dir, fetched.path.name, own_copy=True)
+    splits: dict[str, int] = {}
+    for batch in batches:
+        split = batch.split or "train"
+        splits[split] = splits.get(split, 0) + len(batch.labels)
+    return {
+        "kind": "cifar10",
+        "url": redact_url(params.url),
+        "path": None,
+        "sha256": fetched.sha256,
+        "bytes": fetched.size,
+        "size": sum(splits.values()),
+        "class_names": list(CLASSES),
+        "layout": "cifar10",
+        "archive": fetched.path.name,
+        "batches": [batch.name for batch in batches],
+        # The source's own split: items of its test batch carry split="test".
+        "splits": splits,
+        "limits": limits_record(archive_limits),
+    }
+
+
+def list_items(raw_dir: Path, source: dict) -> list[RawItem]:
+    """Every image of every batch, its pixels returned as PNG bytes when read."""
+    with open_archive(raw_dir, source) as archive:
+        batches = read_batches(archive)
+    names = source.get("class_names") or CLASSES
+    items = []
+    for batch in batches:
+        for index, label in enumerate(batch.labels):
+            items.append(
+                RawItem(
+                    origin=f"{source['archive']}/{batch.name}/{index:05d}",
+                    label=names[label],
+                    read=_pixel_reader(batch, index),
+                    split=batch.split,
+                )
+            )
+    return items
+
+
+def _pixel_reader(batch: Batch, index: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        # PNG is lossless, so prepare decodes exactly the published pixels.
+        buffer = io.BytesIO()
+        Image.fromarray(batch.images[index]).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    return read
+
+
+SOURCE = Source("cifar10", Cifar10Params, fetch, list_items)

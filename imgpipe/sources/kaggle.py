@@ -1,4 +1,5 @@
-"""Kaggle competitions and datasets through the official ``kaggle`` package.
+"""A Kaggle competition's or dataset's file, through the official ``kaggle`` package, checked
+and kept in data/raw as the archive it is.
 
 Credentials are the package's own: KAGGLE_USERNAME and KAGGLE_KEY in the environment, or
 kaggle.json in its config folder. This module only checks that one of them is there, to say
@@ -13,15 +14,71 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from imgpipe.errors import StageError
+from imgpipe.fetch import verified_file
+from imgpipe.sources.common import (
+    ArchiveSourceParams,
+    LabelPattern,
+    Sha256,
+    Source,
+    archive_items,
+    archive_rule,
+    inspect_archive,
+    keep_archive,
+    limits,
+)
 
 log = logging.getLogger("imgpipe.kaggle")
 
 TOKEN_PAGE = "https://www.kaggle.com/settings"
+# Kaggle with neither a competition nor a dataset named: the dogs-vs-cats example.
+EXAMPLE = {
+    "competition": "dogs-vs-cats",
+    "file": "train.zip",
+    "label_pattern": r"^(cat|dog)\.",
+}
+
+
+class KaggleParams(ArchiveSourceParams):
+    source: Literal["kaggle"] = "kaggle"
+    competition: str | None = Field(None, description="competition name")
+    dataset: str | None = Field(None, description="dataset as owner/name")
+    file: str | None = Field(None, description="one file of the competition or dataset")
+    sha256: Sha256 | None = Field(None, description="expected sha256 of the downloaded file")
+    label_pattern: LabelPattern | None = Field(
+        None, description="regular expression on file names; group 1 is the class"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _example(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not (data.get("competition") or data.get("dataset")):
+            return {**EXAMPLE, **data}
+        return data
+
+    @field_validator("dataset")
+    @classmethod
+    def _owner_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError("must be owner/name, as in its Kaggle URL")
+        return value
+
+    @model_validator(mode="after")
+    def _competition_or_dataset(self) -> KaggleParams:
+        if bool(self.competition) == bool(self.dataset):
+            raise ValueError(
+                "source 'kaggle' needs exactly one of download.competition (e.g. "
+                "dogs-vs-cats) and download.dataset (owner/name)"
+            )
+        return self
 
 
 class KaggleError(StageError):
@@ -157,3 +214,27 @@ def _explain(err: Exception, ref: KaggleRef) -> KaggleError:
             "download.dataset and download.file against the page's Data tab"
         )
     return KaggleError(f"Kaggle download of {what} failed: {type(err).__name__}: {err}")
+
+
+def fetch(params: KaggleParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
+    ref = KaggleRef(params.competition, params.dataset, params.file)
+    path = download(ref, downloads_dir / "kaggle" / ref.folder_name)
+    fetched = verified_file(path, params.sha256, f"Kaggle file {path.name}")
+    description = inspect_archive(path, archive_rule(params.label_pattern), limits(params))
+    keep_archive(fetched, out_dir, path.name, own_copy=True)
+    return {
+        "kind": "kaggle",
+        "url": ref.url,
+        "path": None,
+        "competition": ref.competition,
+        "dataset": ref.dataset,
+        "file": ref.file,
+        "sha256": fetched.sha256,
+        "bytes": fetched.size,
+        "layout": "archive",
+        "archive": path.name,
+        **description,
+    }
+
+
+SOURCE = Source("kaggle", KaggleParams, fetch, archive_items)

@@ -1,0 +1,201 @@
+"""A local folder of images, labelled by class sub-folders or by a regular expression on file
+names; listed in ``files.csv`` with each file's sha256, never copied.
+
+``prepare`` reads the files in place and checks each against its listed sha256, so tens of
+thousands of photos are neither duplicated in the project nor in DVC's cache, and a file
+changed after the listing is refused rather than used unnoticed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from tqdm import tqdm
+
+from imgpipe import atomic
+from imgpipe.cli import worker_count
+from imgpipe.errors import RawDataError, StageError
+from imgpipe.fetch import file_sha256
+from imgpipe.labels import LabelRule, is_clutter
+from imgpipe.raw import RawItem
+from imgpipe.sources.common import LabelPattern, Source, SourceParams, label_or_reason
+
+log = logging.getLogger("imgpipe.download")
+
+LISTING_FILE = "files.csv"
+LISTING_COLUMNS = ["path", "label", "size", "sha256"]
+
+
+class FolderParams(SourceParams):
+    source: Literal["folder"] = "folder"
+    path: str = Field(
+        description="a folder holding one sub-folder of images per class, or images named by "
+        "class with download.label_pattern"
+    )
+    label_pattern: LabelPattern | None = Field(
+        None, description="regular expression on file names; group 1 is the class"
+    )
+
+
+def _hash_file(path: Path) -> tuple[str, int] | str:
+    """The file's sha256 and size, or why it cannot be read."""
+    try:
+        return file_sha256(path), path.stat().st_size
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a listed path holds no image bytes to read, or None for a regular file."""
+    if path.is_file():
+        return None
+    if path.is_symlink():
+        return "link to a folder, not followed" if path.is_dir() else "broken symbolic link"
+    if path.is_dir():
+        return ""  # a folder: its files are listed themselves
+    return "not a regular file (device, pipe or socket)"
+
+
+def _folder_classes(folder: Path) -> list[str]:
+    """Class names from the class folders themselves, so an empty one is still a class."""
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir() and not p.is_symlink() and not is_clutter(p.name)
+    )
+
+
+def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
+    """List the folder's images, their classes and sha256 in ``files.csv``; copy nothing.
+
+    ``download.path`` is recorded as written: a path relative to the project (where DVC runs
+    the stages) keeps ``source.json`` the same in every clone and on every machine.
+    """
+    written = Path(params.path)
+    folder = written.expanduser().resolve()
+    pattern = params.label_pattern
+    if not folder.is_dir():
+        raise StageError(
+            f"download.path {str(folder)!r} is not a folder; point it at a folder holding one "
+            "sub-folder of images per class, or images named by class with download.label_pattern"
+        )
+    rule = LabelRule(pattern=pattern, first_folder=True)
+    rows, skipped = [], []
+    found = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*")}
+    for relative, path in sorted(found.items()):
+        problem = _not_a_file(path)
+        if problem is not None:
+            if problem:
+                skipped.append({"path": relative, "reason": problem})
+            continue
+        label, reason = label_or_reason(rule, relative)
+        if label is None:
+            skipped.append({"path": relative, "reason": reason})
+        else:
+            rows.append({"path": relative, "label": label})
+    if not rows:
+        what = "file name matches download.label_pattern" if pattern else "class sub-folders"
+        raise StageError(f"download.path {str(folder)!r} has no images in {what}")
+    # Every class seen, even if all its files are set aside below: prepare then reports it
+    # with 0 images instead of the class vanishing without a word.
+    class_names = sorted({row["label"] for row in rows}) if pattern else _folder_classes(folder)
+    with ThreadPoolExecutor(worker_count(0) * 2) as pool:
+        hashes = pool.map(_hash_file, (folder / row["path"] for row in rows))
+        for row, hashed in tqdm(
+            zip(rows, hashes, strict=True), total=len(rows), desc="hash", unit="file"
+        ):
+            if isinstance(hashed, str):
+                skipped.append({"path": row["path"], "reason": hashed})
+            else:
+                row.update(sha256=hashed[0], size=hashed[1])
+    rows = [row for row in rows if "sha256" in row]
+    skipped.sort(key=lambda entry: entry["path"])
+    if not rows:
+        raise StageError(f"download.path {str(folder)!r}: none of its images can be read")
+    _warn_empty(class_names, rows)
+    _write_listing(out_dir / LISTING_FILE, rows)
+    listing = hashlib.sha256((out_dir / LISTING_FILE).read_bytes()).hexdigest()
+    return {
+        "kind": "folder",
+        "url": None,
+        "path": written.as_posix(),
+        "sha256": listing,  # of files.csv, which holds every file's own sha256
+        "size": len(rows),
+        "bytes": sum(row["size"] for row in rows),
+        "class_names": class_names,
+        "labels": rule.to_dict(),
+        "layout": "folder",
+        "listing": LISTING_FILE,
+        "skipped": skipped,
+    }
+
+
+def _warn_empty(class_names: list[str], rows: list[dict]) -> None:
+    empty = sorted(set(class_names) - {row["label"] for row in rows})
+    if empty:
+        log.warning(
+            "class(es) %s hold no usable file; prepare will stop on them "
+            "(see prepare.min_per_class)",
+            ", ".join(map(repr, empty)),
+        )
+
+
+def _write_listing(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, LISTING_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buffer.getvalue())
+
+
+def read_listing(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def list_items(raw_dir: Path, source: dict) -> list[RawItem]:
+    """The listed files, read in place from the folder and checked against their sha256."""
+    # A relative path is relative to the project, where DVC runs every stage.
+    folder = Path(source["path"]).expanduser()
+    if not folder.is_dir():
+        raise RawDataError(
+            f"the image folder {str(folder)!r} recorded by download is gone; restore it or "
+            "point download.path at its new place and run `dvc repro`"
+        )
+    return [
+        RawItem(
+            origin=row["path"],
+            label=row["label"],
+            read=_verified_reader(folder, row["path"], row["sha256"]),
+        )
+        for row in read_listing(raw_dir / source.get("listing", LISTING_FILE))
+    ]
+
+
+def _verified_reader(folder: Path, relative: str, sha256: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            data = (folder / relative).read_bytes()
+        except OSError as err:
+            data, problem = None, f"cannot be read ({err.strerror})"
+        if data is not None and hashlib.sha256(data).hexdigest() == sha256:
+            return data
+        if data is not None:
+            problem = "changed"
+        raise RawDataError(
+            f"{folder / relative} {problem} since download listed the folder; run "
+            "`dvc repro -f download` so the listing, and everything after it, is redone"
+        )
+
+    return read
+
+
+SOURCE = Source("folder", FolderParams, fetch, list_items)
