@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from imgpipe.errors import StageError
+from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
 
 log = logging.getLogger("imgpipe")
 
@@ -25,7 +26,7 @@ def worker_count(requested: int) -> int:
 def run_main(stage: str, body: Callable[[], object]) -> None:
     """Run a stage body; expected failures print one clear message and exit with status 2."""
     logging.basicConfig(
-        level=os.environ.get("IMGPIPE_LOG_LEVEL", "INFO"),
+        level=os.environ.get(LOG_LEVEL_VARIABLE, "INFO").upper(),
         format=f"%(asctime)s {stage}: %(message)s",
         datefmt="%H:%M:%S",
     )

@@ -28,6 +28,8 @@ EVALUATE_PLOTS = "reports/evaluate"
 DOWNLOADS = ".downloads"
 TRAIN_BACKUP = ".train-backup"
 TENSORBOARD = "logs/tensorboard"
+# How long training took: varies by run, so not an output DVC tracks (git ignores logs/).
+TRAIN_TIMING = "logs/train-timing.json"
 
 # What each stage writes, as dvc.yaml declares it (outs, metrics and plots together).
 STAGE_OUTPUTS = {
@@ -70,6 +72,7 @@ class Layout:
     train_live: Path = Path(TRAIN_LIVE)
     train_backup: Path = Path(TRAIN_BACKUP)
     tensorboard: Path = Path(TENSORBOARD)
+    train_timing: Path = Path(TRAIN_TIMING)
     metrics: Path = Path(METRICS)
     predictions: Path = Path(PREDICTIONS)
     evaluate_plots: Path = Path(EVALUATE_PLOTS)

@@ -18,6 +18,7 @@ import argparse
 import glob
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import Rejection, Standard, model_array, standardize_file
 from imgpipe.labels import IMAGE_SUFFIXES, is_clutter
-from imgpipe.layout import Layout
+from imgpipe.layout import PROJECT_MARKER, Layout, find_project
 from imgpipe.parallel import ordered_map
+from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
 from imgpipe.trained import Trained, load_trained, read_standard, top_k
 
 log = logging.getLogger("imgpipe.predict")
@@ -219,7 +221,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "inputs", nargs="+", help="image files, folders (searched recursively) or globs"
     )
     parser.add_argument(
-        "--model-dir", type=Path, default=Layout().model, help="default: %(default)s"
+        "--model-dir",
+        type=Path,
+        help=f"the folder train wrote (default: {Layout().model} of the project holding "
+        "dvc.yaml, found from the current folder upwards)",
     )
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
@@ -232,15 +237,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"decoding processes; 0 (default): one per {FILES_PER_WORKER} files, "
         "at most one per core",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show debug messages and TensorFlow's own output"
+    )
     return parser.parse_args(argv)
+
+
+def project_model_dir(start: Path | str = ".") -> Path:
+    """``data/model`` of the project around ``start``, so predict works from any sub-folder."""
+    project = find_project(start)
+    if project is None:
+        raise StageError(
+            f"no trained model found: neither {Path(start).resolve()} nor a folder above it "
+            f"holds {PROJECT_MARKER}. Run predict inside the project, or give "
+            f"--model-dir PROJECT/{Layout().model}"
+        )
+    return project / Layout().model
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.verbose:
+        os.environ[LOG_LEVEL_VARIABLE] = "DEBUG"
     outcome: list[Report] = []
 
     def body() -> None:
-        report = run(args.inputs, args.model_dir, args.top_k, args.batch_size, args.workers)
+        model_dir = args.model_dir or project_model_dir()
+        report = run(args.inputs, model_dir, args.top_k, args.batch_size, args.workers)
         if args.format == "json":
             text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
         else:

@@ -16,6 +16,7 @@ import numpy as np
 
 from imgpipe.errors import StageError
 from imgpipe.images import Standard
+from imgpipe.quiet_tf import import_tensorflow
 
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
@@ -54,7 +55,8 @@ def read_standard(model_dir: Path) -> Standard:
 def load_trained(model_dir: Path) -> Trained:
     model_dir = Path(model_dir)
     standard = read_standard(model_dir)
-    import keras  # imported here: TensorFlow takes seconds to load
+    import_tensorflow()  # imported here, and quietly: TensorFlow takes seconds to load
+    import keras
 
     classes = json.loads((model_dir / CLASSES_FILE).read_text(encoding="utf-8"))
     model = keras.models.load_model(model_dir / MODEL_FILE)

@@ -24,7 +24,9 @@ from imgpipe.cli import run_main
 from imgpipe.errors import MissingInputError, StageError
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.layout import Layout
+from imgpipe.model_file import save_model
 from imgpipe.params import TrainParams, load_params
+from imgpipe.quiet_tf import import_tensorflow
 from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
 from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
 
@@ -257,7 +259,7 @@ def _fit(model, train_data, val_data, params: TrainParams, first_epoch, steps, c
 
 def _write_model_dir(model_dir: Path, model, inputs: Inputs, resolved: dict) -> None:
     with atomic.atomic_dir(model_dir) as scratch:
-        model.save(scratch / MODEL_FILE)
+        save_model(model, scratch / MODEL_FILE)  # same weights, same bytes: dvc.lock stays put
         atomic.write_json(scratch / CLASSES_FILE, inputs.classes)
         atomic.write_json(scratch / STANDARD_FILE, inputs.standard)
         atomic.write_json(scratch / PARAMS_FILE, resolved)
@@ -285,8 +287,8 @@ def _setup(params: TrainParams, seed: int, inputs: Inputs) -> Setup:
 
 
 def _make_deterministic(seed: int) -> None:
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -296,7 +298,14 @@ def _resume_point(backup, epochs: int, live_dir: Path) -> int:
     """The first epoch to train: the one after those a killed run of this experiment finished."""
     first_epoch = min(backup.finished_epochs(), epochs)
     if first_epoch:
-        log.info("resuming at epoch %d of %d from %s", first_epoch + 1, epochs, backup.directory)
+        # Counted as the metrics count it: resumed_at_epoch is the number of epochs already done.
+        log.info(
+            "resuming after %d of %d finished epochs (resumed_at_epoch: %d), from %s",
+            first_epoch,
+            epochs,
+            first_epoch,
+            backup.directory,
+        )
         backup.restore_snapshot(live_dir, first_epoch)
     return first_epoch
 
@@ -320,15 +329,28 @@ def _timed_fit(model, datasets, params: TrainParams, first_epoch: int, steps: in
     return history, time.perf_counter() - started
 
 
-def _end_live(live, history, seconds: float, images: int, first_epoch: int) -> float:
-    """Add the run's speed to dvclive's summary and close it; return images per second."""
-    epochs_run = len(history.epoch)
-    images_per_second = images * epochs_run / seconds if epochs_run else 0.0
-    live.summary["train_seconds"] = round(seconds, 2)
-    live.summary["train_images_per_second"] = round(images_per_second, 1)
-    live.summary["epochs_run"] = epochs_run
+def _end_live(live, history, first_epoch: int) -> None:
+    """Close dvclive's log with how the run went; every figure in it repeats on a rerun."""
+    live.summary["epochs_run"] = len(history.epoch)
     live.summary["resumed_at_epoch"] = first_epoch
     live.end()
+
+
+def _record_speed(timing_file: Path, history, seconds: float, images: int) -> float:
+    """Write and log the run's speed; return images per second.
+
+    Kept out of the metrics DVC tracks: a duration differs on every run, so as a metric it
+    would change dvc.lock and dirty the git tree after each `dvc repro` of the same inputs.
+    """
+    epochs_run = len(history.epoch)
+    images_per_second = images * epochs_run / seconds if epochs_run else 0.0
+    timing = {
+        "train_seconds": round(seconds, 2),
+        "train_images_per_second": round(images_per_second, 1),
+        "epochs_run": epochs_run,
+    }
+    atomic.write_json(timing_file, timing)
+    log.info("trained %d epoch(s) in %.1f s, %.0f images/s", epochs_run, seconds, images_per_second)
     return images_per_second
 
 
@@ -363,6 +385,7 @@ def run(
 
     ``extra_callbacks`` are Keras callbacks run after the stage's own.
     """
+    import_tensorflow()  # first, so that it loads quietly whatever imports it next
     from dvclive import Live  # imported here, as TensorFlow is: both take seconds to load
 
     from imgpipe.resume import Backup, backup_key
@@ -378,7 +401,8 @@ def run(
     live = Live(str(layout.train_live), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
     callbacks = _callbacks(params, live, backup, layout, first_epoch) + list(extra_callbacks or [])
     history, seconds = _timed_fit(model, datasets, params, first_epoch, setup.steps, callbacks)
-    images_per_second = _end_live(live, history, seconds, len(inputs.train), first_epoch)
+    _end_live(live, history, first_epoch)
+    images_per_second = _record_speed(layout.train_timing, history, seconds, len(inputs.train))
     _write_model_dir(layout.model, model, inputs, _resolved(setup, inputs, replicas))
     backup.remove()  # only now: until the model is written, a rerun can still resume
     return _summary(history, seconds, images_per_second, backup)
