@@ -358,11 +358,13 @@ def _describe_problem(error: dict[str, Any]) -> str:
         return f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}; one of: " + (
             ctx["expected_tags"].replace("'", "")
         )
+    # pydantic prefixes the text of a ValueError raised by a validator; the text is ours.
+    message = error["msg"].removeprefix("Value error, ")
     if isinstance(error.get("input"), dict):
-        return error["msg"]  # a whole section: the key already says which
+        return message  # a whole section: the key already says which
     shown = repr(error.get("input"))
     shown = shown if len(shown) <= 120 else shown[:117] + "..."  # long layer lists
-    return f"{error['msg']} (got {shown})"
+    return f"{message} (got {shown})"
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

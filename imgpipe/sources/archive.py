@@ -46,7 +46,16 @@ def _verified(params: ArchiveParams, downloads: Path):
     if params.path:
         path = Path(params.path).expanduser().resolve()
         if not path.is_file():
-            raise StageError(f"download.path {str(path)!r} is not a file")
+            if path.is_dir():
+                raise StageError(
+                    f"download.path {str(path)!r} is a folder, not an archive: for a folder of "
+                    "images write `source: folder` (and keep `path`, drop `sha256`), or point "
+                    "path at a .zip, .tar or .tar.gz file"
+                )
+            raise StageError(
+                f"download.path {str(path)!r} is not a file: point it at a .zip, .tar or "
+                ".tar.gz file (paths relative to the project folder work in every clone)"
+            )
         return verified_file(path, params.sha256, str(path))
     return download_url(params, params.url, params.sha256, downloads, "archive")
 

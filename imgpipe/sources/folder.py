@@ -12,9 +12,10 @@ import csv
 import hashlib
 import io
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import Field
@@ -73,6 +74,34 @@ def _folder_classes(folder: Path) -> list[str]:
     )
 
 
+# Suggested when class names start file names, as in Kaggle's cat.0.jpg and dog.0.jpg.
+LEADING_WORD = r"^([A-Za-z]+)[._ -]"
+
+
+def _no_labelled_files(folder: Path, pattern: str | None, skipped: list[dict]) -> str:
+    """Why no file got a class, and the setting that would give them one."""
+    loose = [entry["path"] for entry in skipped if "/" not in entry["path"]]
+    where = f"download.path {str(folder)!r}"
+    if pattern:
+        example = f" (e.g. {loose[0]!r})" if loose else ""
+        return (
+            f"{where}: no file name matches download.label_pattern '{pattern}'{example}; its "
+            "group 1 must capture the class, e.g. '^(cat|dog)\\.' for cat.0.jpg"
+        )
+    hint = "put the images of each class in a sub-folder named after the class"
+    if loose:
+        match = re.match(LEADING_WORD, PurePosixPath(loose[0]).name)
+        example = f" (it gives {match.group(1)!r} for {loose[0]!r})" if match else ""
+        hint += (
+            ", or take classes from the file names with download.label_pattern, e.g. "
+            f"label_pattern: '{LEADING_WORD}'{example}"
+        )
+    return (
+        f"{where} has no images in class sub-folders ({len(loose)} file(s) lie directly in "
+        f"it): {hint}"
+    )
+
+
 def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
     """List the folder's images, their classes and sha256 in ``files.csv``; copy nothing.
 
@@ -102,8 +131,7 @@ def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str,
         else:
             rows.append({"path": relative, "label": label})
     if not rows:
-        what = "file name matches download.label_pattern" if pattern else "class sub-folders"
-        raise StageError(f"download.path {str(folder)!r} has no images in {what}")
+        raise StageError(_no_labelled_files(folder, pattern, skipped))
     # Every class seen, even if all its files are set aside below: prepare then reports it
     # with 0 images instead of the class vanishing without a word.
     class_names = sorted({row["label"] for row in rows}) if pattern else _folder_classes(folder)

@@ -59,7 +59,7 @@ def test_unknown_preset_lists_the_presets():
 def test_params_refuse_a_bad_layer_list_before_training_starts():
     with pytest.raises(ParamsError) as err:
         parse_params({"train": {"model": [{"type": "conv", "filters": 4}, {"type": "res_131"}]}})
-    assert "train.model: Value error, layer 2 (res_131): missing 'depths'" in str(err.value)
+    assert "train.model: layer 2 (res_131): missing 'depths'" in str(err.value)
     with pytest.raises(ParamsError, match=r"train.augmentation: .*augmentation 1 \(zoom\)"):
         parse_params({"train": {"augmentation": [{"type": "zoom"}]}})
 

@@ -99,3 +99,11 @@ def test_a_single_number_as_size_says_to_write_width_and_height():
         ParamsError, match=r"prepare.size: .*give width and height as a list, e\.g\. \[64, 64\]"
     ):
         parse_params({"prepare": {"size": 64}})
+
+
+def test_messages_carry_no_pydantic_prefixes_nor_whole_sections():
+    with pytest.raises(ParamsError) as stopped:
+        parse_params({"prepare": {"fill": "no-such-colour"}, "download": {"source": "crawl"}})
+    message = str(stopped.value)
+    assert "prepare.fill: 'no-such-colour' is not a colour name or #rrggbb" in message
+    assert "Value error" not in message and "{'source'" not in message

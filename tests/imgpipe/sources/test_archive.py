@@ -175,3 +175,10 @@ def test_archive_members_are_read_directly(tmp_path):
     (raw / "a.zip").unlink()
     with pytest.raises(RawDataError, match="dvc repro -f download"):
         list_items(raw)
+
+
+def test_an_archive_path_that_is_a_folder_says_to_use_the_folder_source(tmp_path):
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    params = dl_params(source="archive", path=str(tmp_path / "pets"), sha256="0" * 64)
+    with pytest.raises(StageError, match=r"is a folder, not an archive: .*`source: folder`"):
+        download.run(params, layout_of(tmp_path, raw=tmp_path / "raw"))

@@ -87,13 +87,33 @@ def test_folder_source_errors_say_what_to_do(tmp_path):
             layout_of(tmp_path, raw=tmp_path / "r"),
         )
     (tmp_path / "flat").mkdir()
-    (tmp_path / "flat" / "a.png").write_bytes(png(0, 0))
-    with pytest.raises(StageError, match="no images in class sub-folders"):
+    (tmp_path / "flat" / "cat.0000.jpg").write_bytes(png(0, 0))
+    (tmp_path / "flat" / "dog.0000.jpg").write_bytes(png(1, 0))
+    with pytest.raises(StageError) as stopped:
         download.run(
             dl_params(source="folder", path=str(tmp_path / "flat")),
             layout_of(tmp_path, raw=tmp_path / "r"),
         )
-    assert not (tmp_path / "r").exists()
+    message = str(stopped.value)
+    assert "no images in class sub-folders (2 file(s) lie directly in it)" in message
+    assert "download.label_pattern, e.g. label_pattern: '^([A-Za-z]+)[._ -]'" in message
+    assert "gives 'cat' for 'cat.0000.jpg'" in message
+    with pytest.raises(
+        StageError, match=r"no file name matches .*'\^x\(\\d\)' \(e\.g\. 'cat\.0000\.jpg'\)"
+    ):
+        download.run(
+            dl_params(source="folder", path=str(tmp_path / "flat"), label_pattern=r"^x(\d)"),
+            layout_of(tmp_path, raw=tmp_path / "r"),
+        )
+    assert not (tmp_path / "r").exists()  # a stopped download leaves no output
+    # The suggested pattern does label these files.
+    source = download.run(
+        dl_params(
+            source="folder", path=str(tmp_path / "flat"), label_pattern=r"^([A-Za-z]+)[._ -]"
+        ),
+        layout_of(tmp_path, raw=tmp_path / "r"),
+    )
+    assert source["class_names"] == ["cat", "dog"]
 
 
 def test_folder_source_to_a_trained_model(tmp_path):
