@@ -258,9 +258,18 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     batch_size: int = Field(256, ge=1, le=65536, description="test images per model call")
-    top_k: int = Field(
-        3, ge=1, le=100, description="k of top-k accuracy and of the labels kept per prediction"
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="k of top-k accuracy and of the labels kept per prediction; null: 3, or "
+        "one less than the number of classes when that is smaller",
     )
+
+    def k_for(self, classes: int) -> int:
+        """The k to use with this many classes: top_k as set, or the default above."""
+        return self.top_k if self.top_k is not None else max(1, min(3, classes - 1))
+
     gallery_per_class: int = Field(
         4, ge=0, le=20, description="most confident mistakes shown for each true class"
     )

@@ -69,6 +69,19 @@ class Tile:
     predicted: str
     probability: float
     sample_id: str
+    origin: str = ""  # the source file, so a mistake can be found and looked at
+
+
+NAME_CHARACTERS = 22  # what fits above a tile at the gallery's font size
+
+
+def _short_name(origin: str) -> str:
+    """The file name of an origin path, its middle elided if it would not fit."""
+    name = origin.rsplit("/", 1)[-1]
+    if len(name) <= NAME_CHARACTERS:
+        return name
+    half = (NAME_CHARACTERS - 1) // 2
+    return f"{name[:half]}…{name[-half:]}"
 
 
 def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_note: str) -> bytes:
@@ -103,7 +116,7 @@ def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_
             else:
                 axes.imshow(pixels, interpolation="nearest")
             axes.set_title(
-                f"true {tile.true}\npred {tile.predicted} ({tile.probability:.2f})",
+                f"{_short_name(tile.origin)}\npred {tile.predicted} ({tile.probability:.2f})",
                 fontsize=8,
                 color="firebrick",
             )

@@ -261,6 +261,7 @@ def gallery_tiles(
                 predicted=classes[int(np.argmax(probabilities[i]))],
                 probability=float(probabilities[i].max()),
                 sample_id=rows["id"].iat[i],
+                origin=rows["origin"].iat[i],
             )
             for i in picks
         ]
@@ -295,7 +296,8 @@ def predict_test_split(layout: Layout, batch_size: int) -> Predicted:
 def _warn_if_top_k_holds_every_class(k: int, classes: int) -> None:
     if k >= classes:
         log.warning(
-            "evaluate.top_k=%d is not below the %d classes: top-k accuracy is 1 by definition",
+            "evaluate.top_k=%d is not below the %d classes: top-k accuracy is 1 by definition "
+            "(set top_k: null to choose k from the number of classes)",
             k,
             classes,
         )
@@ -308,10 +310,10 @@ class Curves:
     pr: list[dict]
 
 
-def score(predicted: Predicted, params: EvaluateParams) -> tuple[dict, Curves]:
+def score(predicted: Predicted, params: EvaluateParams, k: int) -> tuple[dict, Curves]:
     """The metrics (areas under the curves included) and the curves' points."""
     true, probabilities, classes = predicted.true, predicted.probabilities, predicted.classes
-    metrics = classification_metrics(true, probabilities, classes, params.top_k)
+    metrics = classification_metrics(true, probabilities, classes, k)
     is_positive, scores, kind = curve_target(true, probabilities, classes, params.positive_class)
     roc, pr, areas = curves(is_positive, scores)
     metrics.update(areas)
@@ -368,15 +370,16 @@ def _log_metrics(metrics: dict, k: int, classes: int) -> None:
 def run(params: EvaluateParams, layout: Layout) -> dict:
     predicted = predict_test_split(layout, params.batch_size)
     classes = len(predicted.classes)
-    _warn_if_top_k_holds_every_class(params.top_k, classes)
-    metrics, curve = score(predicted, params)
+    k = params.k_for(classes)
+    _warn_if_top_k_holds_every_class(k, classes)
+    metrics, curve = score(predicted, params, k)
     predictions = prediction_table(
-        predicted.rows, predicted.true, predicted.probabilities, predicted.classes, params.top_k
+        predicted.rows, predicted.true, predicted.probabilities, predicted.classes, k
     )
     write_plots(layout, predicted, metrics, curve, params.gallery_per_class)
     atomic.write_text(layout.predictions, predictions.to_csv(index=False, lineterminator="\n"))
     atomic.write_json(layout.metrics, metrics)
-    _log_metrics(metrics, params.top_k, classes)
+    _log_metrics(metrics, k, classes)
     return metrics
 
 

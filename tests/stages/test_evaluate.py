@@ -229,6 +229,8 @@ def test_gallery_shows_each_classes_surest_mistakes_with_their_pixels(always_squ
         assert (tile.true, tile.predicted) == ("circle", "square")
         assert tile.probability == pytest.approx(math.e / (1 + math.e))
         assert np.array_equal(tile.pixels, decode_png_array(stored[tile.sample_id]))
+        origin = rows.loc[rows["id"] == tile.sample_id, "origin"].item()
+        assert tile.origin == origin and origin.endswith(".png")  # the file, shown by name
 
     with Image.open(out / "evaluate" / "mistakes.png") as gallery:
         width_with_three_tiles = gallery.size[0]
@@ -272,3 +274,24 @@ def test_evaluate_params_are_validated_by_name():
         parse_params({"evaluate": {"gallery_per_class": -1}})
     with pytest.raises(ParamsError, match=r"evaluate\.topk: unknown key; allowed keys: batch_size"):
         parse_params({"evaluate": {"topk": 3}})
+
+
+def test_top_k_is_chosen_from_the_number_of_classes_unless_set():
+    assert [EvaluateParams().k_for(n) for n in (2, 3, 4, 10, 100)] == [1, 2, 3, 3, 3]
+    assert EvaluateParams(top_k=5).k_for(3) == 5  # as set; evaluate then warns
+
+
+def test_with_top_k_unset_three_classes_are_ranked_two_deep(trained_project, tmp_path, caplog):
+    metrics = _evaluate(trained_project, tmp_path)
+    assert "top_k" not in caplog.text  # no warning: k is below the number of classes
+    table = pd.read_csv(tmp_path / "predictions.csv")
+    assert {"top1_label", "top2_label"} <= set(table.columns) and "top3_label" not in table
+    assert 0 <= metrics["top_k_accuracy"] <= 1
+
+
+def test_gallery_tiles_carry_the_file_they_show(trained_project):
+    from imgpipe.plots import _short_name
+
+    assert _short_name("raw/images/cat/IMG_0001.jpg") == "IMG_0001.jpg"
+    long = _short_name("a/" + "x" * 40 + ".jpg")
+    assert len(long) <= 22 and long.endswith(".jpg") and "…" in long
