@@ -139,6 +139,18 @@ def format_findings(findings: list[Finding], only_differences: bool) -> str:
     return "\n".join(lines)
 
 
+def warn_if_params_uncommitted(project: Path) -> None:
+    """The check reruns the workspace as it is; say so when that is not what was committed."""
+    changed = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=project, check=False
+    )
+    if changed.returncode == 1:
+        log.warning(
+            "params.yaml differs from the last commit: the rerun uses the workspace's params. "
+            "To check what was committed, commit or `git stash` the change first."
+        )
+
+
 def run(params: CheckParams, project: Path, reproduce: bool = True) -> list[Finding]:
     dvc_yaml = read_yaml(project / "dvc.yaml")
     recorded_lock = read_yaml(project / "dvc.lock")
@@ -151,6 +163,7 @@ def run(params: CheckParams, project: Path, reproduce: bool = True) -> list[Find
             "and commit dvc.lock and reports/ first"
         )
     if reproduce:
+        warn_if_params_uncommitted(project)
         # --force: with a warm cache DVC would skip everything and prove nothing.
         rerun = subprocess.run(["dvc", "repro", "--force"], cwd=project, check=False)
         if rerun.returncode:

@@ -134,7 +134,9 @@ def credential_source(environ: dict[str, str] | None = None) -> str:
     raise KaggleError(
         "no Kaggle credentials found. Either set KAGGLE_USERNAME and KAGGLE_KEY in the "
         f"environment, or save kaggle.json (from {TOKEN_PAGE}, API -> Create New Token) as "
-        f"{path} with `chmod 600`. They are read from there only, never from params.yaml."
+        f"{path} with `chmod 600` (the kaggle package reads ~/.kaggle/kaggle.json if that "
+        "folder exists, else ~/.config/kaggle/kaggle.json on Linux, or the folder "
+        "KAGGLE_CONFIG_DIR names). They are read from there only, never from params.yaml."
     )
 
 

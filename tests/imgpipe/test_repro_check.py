@@ -90,3 +90,18 @@ def test_a_failing_rerun_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     )
     with pytest.raises(StageError, match=r"`dvc repro --force` failed with exit status 3"):
         repro_check.run(PARAMS, project)
+
+
+def test_uncommitted_params_are_named_before_the_rerun(tmp_path, caplog):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("train: {lr: 0.001}\n")
+    git("add", "params.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "p")
+    repro_check.warn_if_params_uncommitted(tmp_path)
+    assert "differs from the last commit" not in caplog.text
+    (tmp_path / "params.yaml").write_text("train: {lr: 0.01}\n")
+    repro_check.warn_if_params_uncommitted(tmp_path)
+    assert "params.yaml differs from the last commit: the rerun uses the workspace's" in caplog.text

@@ -64,6 +64,7 @@ def test_kaggle_without_credentials_says_exactly_what_to_set(no_kaggle_credentia
     assert "KAGGLE_USERNAME and KAGGLE_KEY" in message
     assert str(no_kaggle_credentials / "kaggle.json") in message
     assert "never from params.yaml" in message
+    assert "~/.kaggle/kaggle.json" in message and "~/.config/kaggle/kaggle.json" in message
     assert not (tmp_path / "raw").exists()
     (no_kaggle_credentials / "kaggle.json").write_text('{"username": "me"}')
     with pytest.raises(StageError, match='does not hold a "username" and a "key"'):
