@@ -27,8 +27,10 @@ repro: setup
 repro-check: setup
 	python -m imgpipe.repro_check
 
+# One worker process per core; a test file's tests stay in one worker, so the fixtures they
+# share (a trained model, a copy of the project) are built once per file.
 test: setup
-	pytest
+	pytest -n auto --dist loadfile
 
 bench: setup
 	python -m benchmarks
