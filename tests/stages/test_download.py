@@ -128,7 +128,7 @@ def test_main_reads_params_yaml_and_writes_the_contract_paths(tmp_path, monkeypa
 def test_archive_source_through_dvc_repro(server, tmp_path):
     """The real pipeline in a copy of the project, fed by an archive on the local server."""
     from benchmarks.project import copy_project, set_params
-    from tests.test_end_to_end import SMALL, _run, _stages_run
+    from tests.pipeline_runs import SMALL, run, stages_run
 
     members = {
         f"shapes/{name}/{i:02d}.png": png(k, i) for k, name in enumerate("abc") for i in range(20)
@@ -138,8 +138,8 @@ def test_archive_source_through_dvc_repro(server, tmp_path):
     download_params = {"source": "archive", "url": server.url("/shapes.zip"), "sha256": sha(data)}
     project = copy_project(tmp_path / "project", {**SMALL, "download": download_params})
 
-    output = _run(["dvc", "repro"], project)
-    assert _stages_run(output) == {"download", "prepare", "split", "augment", "train", "evaluate"}
+    output = run(["dvc", "repro"], project)
+    assert stages_run(output) == {"download", "prepare", "split", "augment", "train", "evaluate"}
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"a", "b", "c"}
     assert (project / "data" / "raw" / "shapes.zip").read_bytes() == data
@@ -147,8 +147,8 @@ def test_archive_source_through_dvc_repro(server, tmp_path):
 
     # A setting that does not change the data reruns download only, from the verified copy.
     set_params(project, {"download": {**download_params, "timeout": 30}})
-    output = _run(["dvc", "repro"], project)
-    assert _stages_run(output) == {"download"}
+    output = run(["dvc", "repro"], project)
+    assert stages_run(output) == {"download"}
     assert len(server.behaviour.requests) == fetched
 
 
