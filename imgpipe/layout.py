@@ -20,6 +20,7 @@ PREPARE_REPORT = "reports/prepare.json"
 PREPARE_PREVIEW = "reports/prepare/preview.png"
 AUGMENT_PREVIEW = "reports/augment_preview.png"
 TRAIN_LIVE = "reports/train"  # dvclive: metrics.json and plots/metrics/
+TRAIN_CURVES = "reports/train/curves.png"
 METRICS = "reports/metrics.json"
 PREDICTIONS = "reports/predictions.csv"
 EVALUATE_PLOTS = "reports/evaluate"
@@ -37,7 +38,7 @@ STAGE_OUTPUTS = {
     "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW),
     "split": (SPLIT,),
     "augment": (AUGMENTED, AUGMENT_PREVIEW),
-    "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json"),
+    "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json", TRAIN_CURVES),
     "evaluate": (METRICS, PREDICTIONS, EVALUATE_PLOTS),
 }
 # The data each stage reads from the stages before it.
@@ -70,6 +71,7 @@ class Layout:
     augment_preview: Path = Path(AUGMENT_PREVIEW)
     model: Path = Path(MODEL)
     train_live: Path = Path(TRAIN_LIVE)
+    train_curves: Path = Path(TRAIN_CURVES)
     train_backup: Path = Path(TRAIN_BACKUP)
     tensorboard: Path = Path(TENSORBOARD)
     train_timing: Path = Path(TRAIN_TIMING)

@@ -1,4 +1,6 @@
-"""Pictures that DVC's vega templates cannot draw: an annotated confusion matrix and a gallery.
+"""Pictures of the results: what DVC's vega templates cannot draw (an annotated confusion matrix,
+a gallery of mistakes), and PNG twins of its charts (training curves, F1 per class) for people
+who read ``reports/`` on GitHub rather than through ``dvc plots show``.
 
 Figures are drawn on matplotlib's ``Figure`` directly (no pyplot), so nothing depends on a
 display or on global backend state, and saved as PNG without a timestamp or version text, so
@@ -22,6 +24,47 @@ def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def curves_image(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes:
+    """One panel per measure (accuracy, loss), its training and validation series per epoch."""
+    measures = list(curves)
+    figure = Figure(figsize=(5.0 * max(1, len(measures)), 3.6))
+    for index, measure in enumerate(measures):
+        axes = figure.add_subplot(1, max(1, len(measures)), index + 1)
+        for series, points in curves[measure].items():
+            if points:
+                steps, values = zip(*points, strict=True)
+                style = "--" if series == "train" else "-"
+                axes.plot(steps, values, style, marker="o", markersize=3, label=series)
+        axes.set_title(f"{measure} per epoch")
+        axes.set_xlabel("epoch (0 is the first)")
+        axes.set_ylabel(measure)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    return png_bytes(figure)
+
+
+def per_class_image(per_class: dict[str, dict[str, float]], title: str) -> bytes:
+    """F1 of each class as a bar (worst at the top), precision and recall as marks on it."""
+    ranked = sorted(per_class.items(), key=lambda item: (-item[1]["f1"], item[0]))
+    names = [name for name, _ in ranked]
+    figure = Figure(figsize=(6.5, min(30.0, 1.2 + 0.32 * len(names))))
+    axes = figure.add_subplot()
+    positions = np.arange(len(names))
+    axes.barh(positions, [figures["f1"] for _, figures in ranked], color="#4c72b0", label="F1")
+    axes.plot(
+        [f["precision"] for _, f in ranked], positions, "k|", markersize=10, label="precision"
+    )
+    axes.plot([f["recall"] for _, f in ranked], positions, "rx", markersize=6, label="recall")
+    axes.set_yticks(positions, labels=names)
+    axes.set_xlim(0, 1.02)
+    axes.set_xlabel("score on the test split")
+    axes.set_title(title)
+    axes.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    return png_bytes(figure)
 
 
 def confusion_image(counts: np.ndarray, classes: Sequence[str], title: str) -> bytes:

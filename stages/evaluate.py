@@ -40,7 +40,7 @@ from imgpipe.errors import StageError
 from imgpipe.images import decode_png_array
 from imgpipe.layout import Layout
 from imgpipe.params import EvaluateParams, load_params
-from imgpipe.plots import Tile, confusion_image, gallery_image
+from imgpipe.plots import Tile, confusion_image, gallery_image, per_class_image
 from imgpipe.shards import read_images, read_manifest, split_rows
 from imgpipe.trained import Trained, load_trained, top_k
 
@@ -52,6 +52,7 @@ ROC_FILE = "roc.json"
 PR_FILE = "precision_recall.json"
 CONFUSION_IMAGE = "confusion_normalized.png"
 GALLERY_IMAGE = "mistakes.png"
+PER_CLASS_IMAGE = "per_class.png"
 
 DIGITS = 6  # rounding of reported figures: stable text, no float noise in diffs
 
@@ -351,6 +352,8 @@ def write_plots(
         atomic.write_json(scratch / ROC_FILE, [{"curve": curve.kind, **p} for p in curve.roc])
         atomic.write_json(scratch / PR_FILE, [{"curve": curve.kind, **p} for p in curve.pr])
         atomic.write_bytes(scratch / CONFUSION_IMAGE, _confusion_png(predicted))
+        title = f"Per class, {len(predicted.rows)} test images"
+        atomic.write_bytes(scratch / PER_CLASS_IMAGE, per_class_image(metrics["per_class"], title))
         gallery = _gallery_png(layout.prepared, predicted, gallery_per_class)
         atomic.write_bytes(scratch / GALLERY_IMAGE, gallery)
 

@@ -26,6 +26,7 @@ from imgpipe.layers import LayerListError, check_augmentation, output_shapes, re
 from imgpipe.layout import Layout
 from imgpipe.model_file import save_model
 from imgpipe.params import TrainParams, load_params
+from imgpipe.plots import curves_image
 from imgpipe.quiet_tf import import_tensorflow
 from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
 from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
@@ -336,6 +337,20 @@ def _end_live(live, history, first_epoch: int) -> None:
     live.end()
 
 
+def _draw_curves(live_dir: Path, picture: Path) -> None:
+    """The per-epoch curves dvclive logged (a resumed run's earlier epochs included) as a PNG."""
+    curves = {}
+    for measure in ("accuracy", "loss"):
+        curves[measure] = {}
+        for series, folder in (("train", "train"), ("validation", "eval")):
+            table = live_dir / "plots" / "metrics" / folder / f"{measure}.tsv"
+            rows = table.read_text(encoding="utf-8").splitlines()[1:] if table.exists() else []
+            curves[measure][series] = [
+                (int(step), float(value)) for step, value in (row.split("\t") for row in rows)
+            ]
+    atomic.write_bytes(picture, curves_image(curves))
+
+
 def _record_speed(timing_file: Path, history, seconds: float, images: int) -> float:
     """Write and log the run's speed; return images per second.
 
@@ -402,6 +417,7 @@ def run(
     callbacks = _callbacks(params, live, backup, layout, first_epoch) + list(extra_callbacks or [])
     history, seconds = _timed_fit(model, datasets, params, first_epoch, setup.steps, callbacks)
     _end_live(live, history, first_epoch)
+    _draw_curves(layout.train_live, layout.train_curves)
     images_per_second = _record_speed(layout.train_timing, history, seconds, len(inputs.train))
     _write_model_dir(layout.model, model, inputs, _resolved(setup, inputs, replicas))
     backup.remove()  # only now: until the model is written, a rerun can still resume

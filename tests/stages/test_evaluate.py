@@ -184,7 +184,7 @@ def test_plot_files_hold_what_dvc_plots_draw(evaluated):
     assert {"fpr", "tpr", "threshold"} <= set(roc[0])
     pr = json.loads((plots / "precision_recall.json").read_text())
     assert {"recall", "precision"} <= set(pr[0])
-    for name in ("confusion_normalized.png", "mistakes.png"):
+    for name in ("confusion_normalized.png", "mistakes.png", "per_class.png"):
         with Image.open(plots / name) as image:
             assert image.format == "PNG" and min(image.size) > 100
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from imgpipe.errors import StageError
 from imgpipe.params import TrainParams
@@ -85,6 +86,8 @@ def test_training_writes_model_with_everything_needed_to_use_it(trained_project)
     live = json.loads((layout.train_live / "metrics.json").read_text())
     assert live["step"] == TRAIN.epochs - 1 and live["epochs_run"] == TRAIN.epochs
     assert not {"train_seconds", "train_images_per_second"} & set(live)  # would vary by run
+    with Image.open(layout.train_curves) as curves:  # the curves as a PNG, for GitHub readers
+        assert curves.format == "PNG" and curves.size[0] > 2 * curves.size[1]
     timing = json.loads(layout.train_timing.read_text())
     assert timing["train_images_per_second"] > 0 and timing["train_seconds"] > 0
     assert _epochs_logged(layout.train_live) == list(range(TRAIN.epochs))
