@@ -11,6 +11,7 @@ import pytest
 from PIL import BmpImagePlugin, Image
 
 from imgpipe import predict
+from imgpipe.errors import StageError
 from imgpipe.images import Standard, decode_png_array
 from imgpipe.params import PrepareParams
 from imgpipe.shards import read_images, read_manifest
@@ -198,3 +199,26 @@ def test_nothing_to_predict_or_no_model_exits_with_status_two(trained, tmp_path,
         predict.main([str(image), "--model-dir", str(tmp_path)])
     assert status.value.code == 2
     assert "model.keras is missing" in caplog.text
+
+
+def test_the_model_is_found_from_any_folder_of_the_project(trained, tmp_path, monkeypatch, capsys):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    (project / "data" / "model").symlink_to(trained.model, target_is_directory=True)
+    inside = project / "photos" / "holiday"
+    inside.mkdir(parents=True)
+    image = trained.raw / "images" / "square" / "img-000.png"
+    monkeypatch.chdir(inside)
+    predict.main([str(image)])
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == [str(image), "square"]
+
+
+def test_outside_a_project_the_message_names_the_folder_searched(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with pytest.raises(StageError) as stopped:
+        predict.project_model_dir(outside)
+    message = str(stopped.value)
+    assert f"neither {outside.resolve()} nor a folder above it holds dvc.yaml" in message
+    assert "--model-dir PROJECT/data/model" in message
