@@ -138,16 +138,17 @@ def test_archive_source_through_dvc_repro(server, tmp_path):
     download_params = {"source": "archive", "url": server.url("/shapes.zip"), "sha256": sha(data)}
     project = copy_project(tmp_path / "project", {**SMALL, "download": download_params})
 
-    output = run(["dvc", "repro"], project)
-    assert stages_run(output) == {"download", "prepare", "split", "augment", "train", "evaluate"}
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    assert set(metrics["per_class"]) == {"a", "b", "c"}
+    # Up to split: training on an archive's images is the same as on any other source's.
+    output = run(["dvc", "repro", "split"], project)
+    assert stages_run(output) == {"download", "prepare", "split"}
+    info = json.loads((project / "data" / "prepared" / "info.json").read_text())
+    assert info["classes"] == ["a", "b", "c"] and info["count"] == 60
     assert (project / "data" / "raw" / "shapes.zip").read_bytes() == data
     fetched = len(server.behaviour.requests)
 
     # A setting that does not change the data reruns download only, from the verified copy.
     set_params(project, {"download": {**download_params, "timeout": 30}})
-    output = run(["dvc", "repro"], project)
+    output = run(["dvc", "repro", "split"], project)
     assert stages_run(output) == {"download"}
     assert len(server.behaviour.requests) == fetched
 
