@@ -110,6 +110,11 @@ class SplitParams(Section):
         description="use the source's own test set (manifest column source_split) as the test "
         "split; val is then a fraction of the rest and test is not used",
     )
+    keep_source_val: bool = Field(
+        False,
+        description="use the source's own val set (a val/ folder: source_split 'val') as the "
+        "val split when it has one; otherwise val is cut from the rest",
+    )
 
     @field_validator("test")
     @classmethod

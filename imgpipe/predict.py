@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -32,7 +33,7 @@ from imgpipe import atomic
 from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import Rejection, Standard, model_array, standardize_file
-from imgpipe.labels import IMAGE_SUFFIXES, is_clutter
+from imgpipe.labels import display_name, is_clutter
 from imgpipe.layout import PROJECT_MARKER, Layout, find_project
 from imgpipe.parallel import ordered_map
 from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
@@ -40,7 +41,6 @@ from imgpipe.trained import Trained, load_trained, read_standard, top_k
 
 log = logging.getLogger("imgpipe.predict")
 
-# Inside folders only files with IMAGE_SUFFIXES endings are taken; a named file is always tried.
 EXIT_SOME_UNREADABLE = 1
 # Automatic --workers: a process pool pays off only from a few dozen files per process.
 FILES_PER_WORKER = 32
@@ -66,13 +66,12 @@ class Report:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    """Image files below ``folder``, skipping what ``prepare`` skips in raw data too."""
+    """Every file below ``folder`` but hidden and operating-system files, whatever its name
+    ends with: each is decoded by content, and one that is not an image is reported."""
     return sorted(
         path
         for path in folder.rglob("*")
-        if path.is_file()
-        and path.suffix.lower() in IMAGE_SUFFIXES
-        and not is_clutter(path.relative_to(folder).as_posix())
+        if path.is_file() and not is_clutter(path.relative_to(folder).as_posix())
     )
 
 
@@ -88,16 +87,16 @@ def expand_inputs(specs: Sequence[str]) -> tuple[list[Path], list[dict]]:
         elif path.is_dir():
             found = _folder_images(path)
             if not found:
-                problems.append({"path": spec, "reason": "folder holds no image files"})
+                problems.append({"path": display_name(spec), "reason": "folder holds no files"})
         elif glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
             found = [m for m in matches if m.is_file()]
             found += [f for m in matches if m.is_dir() for f in _folder_images(m)]
             if not found:
-                problems.append({"path": spec, "reason": "pattern matches no files"})
+                problems.append({"path": display_name(spec), "reason": "pattern matches no files"})
         else:
             found = []
-            problems.append({"path": spec, "reason": "no such file or folder"})
+            problems.append({"path": display_name(spec), "reason": "no such file or folder"})
         files.update(dict.fromkeys(found))
     return list(files), problems
 
@@ -154,12 +153,15 @@ def _predict_batch(report: Report, trained: Trained, batch: list) -> None:
     """Add one batch of (path, (pixels, reason)) to ``report``: predictions, or errors."""
     good = [(path, pixels) for path, (pixels, _) in batch if pixels is not None]
     report.errors.extend(
-        {"path": str(path), "reason": reason} for path, (pixels, reason) in batch if pixels is None
+        {"path": display_name(str(path)), "reason": reason}
+        for path, (pixels, reason) in batch
+        if pixels is None
     )
     if good:
         ranked = _ranked(trained, np.stack([pixels for _, pixels in good]), report.top_k)
         report.predictions.extend(
-            {"path": str(path), "top_k": top} for (path, _), top in zip(good, ranked, strict=True)
+            {"path": display_name(str(path)), "top_k": top}
+            for (path, _), top in zip(good, ranked, strict=True)
         )
 
 
@@ -184,6 +186,9 @@ def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers
     for problem in report.errors:
         log.warning("skipped %s: %s", problem["path"], problem["reason"])
     log.info("predicted %d image(s), %d skipped", len(report.predictions), len(report.errors))
+    if report.errors:
+        reasons = Counter(problem["reason"] for problem in report.errors)
+        log.info("skipped by reason: %s", "; ".join(f"{n} {r}" for r, n in reasons.most_common()))
     return report
 
 

@@ -3,10 +3,11 @@
 Splitting happens on duplicate groups, not on single images, so two copies of one picture
 can never sit on both sides of the train / test line.
 
-A source that brings its own test set (CIFAR-10's test batch) marks its images in the
-prepared manifest's ``source_split`` column (``train`` / ``test``; empty when the source has no
-split of its own). With ``split.keep_source_test`` that test set is the test split, and the
-rest is split into train and val.
+A source that brings its own test set (CIFAR-10's test batch, a ``test/`` folder) marks its
+images in the prepared manifest's ``source_split`` column (``train`` / ``val`` / ``test``; empty
+when the source has no split of its own). With ``split.keep_source_test`` that test set is the
+test split, and the rest is split into train and val; with ``split.keep_source_val`` the
+source's val set (a ``val/`` folder), if it has one, is the val split.
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ def _group_table(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest.drop_duplicates("group")[["group", "label"]].sort_values("group")
 
 
+def _marked(manifest: pd.DataFrame, split: str) -> pd.Series:
+    if SOURCE_SPLIT not in manifest.columns:
+        return pd.Series(False, index=manifest.index)
+    return manifest[SOURCE_SPLIT].fillna("").astype(str) == split
+
+
 def source_test_groups(manifest: pd.DataFrame) -> set[str]:
     """Groups with any image in the source's own test set; the whole group goes to test."""
-    if SOURCE_SPLIT not in manifest.columns:
-        marked = pd.Series(False, index=manifest.index)
-    else:
-        marked = manifest[SOURCE_SPLIT].fillna("").astype(str) == "test"
+    marked = _marked(manifest, "test")
     if not marked.any():
         raise StageError(
             "split.keep_source_test is true, but the source has no test set of its own (no "
@@ -78,19 +82,40 @@ def source_test_groups(manifest: pd.DataFrame) -> set[str]:
     return set(manifest.loc[marked, "group"])
 
 
+def source_val_groups(manifest: pd.DataFrame, taken: set[str]) -> set[str] | None:
+    """Groups with an image in the source's own val set (and none in ``taken``), or None."""
+    marked = _marked(manifest, "val")
+    if not marked.any():
+        log.info("split.keep_source_val: the source has no val set of its own; val is cut")
+        return None
+    return set(manifest.loc[marked, "group"]) - taken
+
+
 def assign_splits(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.Series:
     """The split name of each manifest row, decided per duplicate group."""
-    if params.keep_source_test:
-        test_groups = source_test_groups(manifest)
-        rest = _group_table(manifest[~manifest["group"].isin(test_groups)])
-        _check_splittable(rest, {"val": params.val})
-        train, val = _stratified(rest, params.val, seed)
-        test = _group_table(manifest[manifest["group"].isin(test_groups)])
+    test_groups = source_test_groups(manifest) if params.keep_source_test else None
+    val_groups = (
+        source_val_groups(manifest, test_groups or set()) if params.keep_source_val else None
+    )
+    kept = (test_groups or set()) | (val_groups or set())
+    rest = _group_table(manifest[~manifest["group"].isin(kept)])
+    to_cut = {}
+    if val_groups is None:
+        to_cut["val"] = params.val
+    if test_groups is None:
+        to_cut["test"] = params.test
+    if to_cut:
+        _check_splittable(rest, to_cut)
+    if test_groups is None:
+        rest, test = _stratified(rest, params.test, seed)
+        val_fraction = params.val / (1 - params.test)
     else:
-        groups = _group_table(manifest)
-        _check_splittable(groups, {"val": params.val, "test": params.test})
-        rest, test = _stratified(groups, params.test, seed)
-        train, val = _stratified(rest, params.val / (1 - params.test), seed)
+        test = _group_table(manifest[manifest["group"].isin(test_groups)])
+        val_fraction = params.val
+    if val_groups is None:
+        train, val = _stratified(rest, val_fraction, seed)
+    else:
+        train, val = rest, _group_table(manifest[manifest["group"].isin(val_groups)])
     names = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         names.update(dict.fromkeys(part["group"], name))

@@ -17,7 +17,6 @@ from imgpipe.sources.common import (
     Sha256,
     Source,
     archive_items,
-    archive_rule,
     download_url,
     inspect_archive,
     keep_archive,
@@ -63,7 +62,7 @@ def _verified(params: ArchiveParams, downloads: Path):
 def fetch(params: ArchiveParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
     fetched = _verified(params, downloads_dir)
     name = fetched.path.name
-    description = inspect_archive(fetched.path, archive_rule(params.label_pattern), limits(params))
+    description = inspect_archive(fetched.path, params.label_pattern, limits(params))
     keep_archive(fetched, out_dir, name, own_copy=not params.path)
     return {
         "kind": "archive",

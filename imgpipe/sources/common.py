@@ -10,7 +10,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote, urlparse
 
@@ -19,7 +19,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from imgpipe.archives import Archive, Limits, copy_file
 from imgpipe.errors import RawDataError, StageError
 from imgpipe.fetch import Fetched, FetchSettings, fetch
-from imgpipe.labels import IGNORED_NAMES, LabelRule, is_clutter
+from imgpipe.labels import (
+    CLUTTER,
+    IGNORED_NAMES,
+    LabelRule,
+    archive_root,
+    display_name,
+    is_clutter,
+    rule_for,
+)
 from imgpipe.raw import RawItem
 
 
@@ -109,52 +117,50 @@ def keep_archive(fetched: Fetched, out_dir: Path, name: str, own_copy: bool) -> 
         shutil.copyfile(fetched.path, out_dir / name)
 
 
-def label_or_reason(rule: LabelRule, relative: str) -> tuple[str | None, str]:
-    """The file's class, or None and why it has none."""
+def label_or_reason(rule: LabelRule, relative: str) -> tuple[str | None, str | None, str]:
+    """The file's class and its own split, or None, None and why it has no class."""
     if is_clutter(relative):
-        return None, "hidden or operating-system file"
-    label = rule.label(relative)
-    return label, "" if label else rule.describe(relative)
+        return None, None, CLUTTER
+    return rule.place(relative)
 
 
-def archive_rule(label_pattern: str | None) -> LabelRule:
-    return LabelRule(pattern=label_pattern, image_names_only=True)
+def archive_rule(label_pattern: str | None, archive: Archive) -> LabelRule:
+    """The one rule (``imgpipe.labels``), rooted at the archive's top or its wrapping folder."""
+    return rule_for(label_pattern, archive.folders, archive_root(archive.names))
 
 
-def _sibling_classes(folders: list[str], labelled: set[str]) -> set[str]:
-    """Names of the folders beside the class folders that hold images: classes too, even
-    when empty or holding no image, so that such a class is counted rather than lost."""
-    parents = {str(PurePosixPath(folder).parent) for folder in labelled}
-    return {
-        PurePosixPath(folder).name
-        for folder in folders
-        if str(PurePosixPath(folder).parent) in parents and not is_clutter(folder)
-    }
+def inspect_archive(path: Path, label_pattern: str | None, limits: Limits) -> dict[str, object]:
+    """Validate an archive and count its labelled members; refuse it if nothing is labelled.
 
-
-def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, object]:
-    """Validate an archive and count its labelled members; refuse it if nothing is labelled."""
+    Every regular member in a class folder is a candidate, whatever its name ends with:
+    prepare decodes each and lists what is not an image as rejected ``not_image``.
+    """
     with Archive(path, limits) as archive:
         archive.test_integrity()
+        rule = archive_rule(label_pattern, archive)
         counts: dict[str, int] = {}
+        splits: dict[str, int] = {}
         skipped = []
-        class_folders = set()
         for name in archive.names:
-            label, reason = label_or_reason(rule, name)
+            label, split, reason = label_or_reason(rule, name)
             if label is None:
-                skipped.append({"path": name, "reason": reason})
-            else:
-                counts[label] = counts.get(label, 0) + 1
-                class_folders.add(str(PurePosixPath(name).parent))
-        if not rule.pattern:
-            for name in _sibling_classes(archive.folders, class_folders):
-                counts.setdefault(name, 0)
+                skipped.append({"path": display_name(name), "reason": reason})
+                continue
+            label = display_name(label)
+            counts[label] = counts.get(label, 0) + 1
+            if split:
+                splits[split] = splits.get(split, 0) + 1
+        # Class folders holding nothing usable are classes too: counted, not lost.
+        for folder in archive.folders:
+            label = None if is_clutter(folder) else rule.folder_class(folder)
+            if label is not None:
+                counts.setdefault(display_name(label), 0)
         total = archive.total_bytes()
         fmt = archive.format
     if not any(counts.values()):
         hint = (
             "no member name matches download.label_pattern"
-            if rule.pattern
+            if label_pattern
             else "no member sits in a class folder; set download.label_pattern to take "
             "classes from file names"
         )
@@ -167,6 +173,7 @@ def inspect_archive(path: Path, rule: LabelRule, limits: Limits) -> dict[str, ob
         "class_names": sorted(counts),
         "counts": dict(sorted(counts.items())),
         "labels": rule.to_dict(),
+        **({"splits": dict(sorted(splits.items()))} if splits else {}),
         "skipped": skipped,
         "limits": limits_record(limits),
     }
@@ -183,16 +190,18 @@ def open_archive(raw_dir: Path, source: dict) -> Archive:
 def archive_items(raw_dir: Path, source: dict) -> list[RawItem]:
     """Every labelled member of the kept archive, read directly from it when asked."""
     archive = open_archive(raw_dir, source)
-    rule = LabelRule.from_dict(source.get("labels", {}))
+    # Found again from the archive, exactly as download found it.
+    rule = archive_rule(source.get("labels", {}).get("pattern"), archive)
     items = []
     for name in archive.names:
-        label = None if is_clutter(name) else rule.label(name)
+        label, split, _ = label_or_reason(rule, name)
         if label is not None:
             items.append(
                 RawItem(
-                    origin=f"{source['archive']}/{name}",
-                    label=label,
+                    origin=f"{source['archive']}/{display_name(name)}",
+                    label=display_name(label),
                     read=_member_reader(archive, name),
+                    split=split,
                 )
             )
     return items

@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -25,7 +26,14 @@ from imgpipe import atomic
 from imgpipe.cli import worker_count
 from imgpipe.errors import RawDataError, StageError
 from imgpipe.fetch import file_sha256
-from imgpipe.labels import LabelRule, is_clutter
+from imgpipe.labels import (
+    LabelRule,
+    escape_name,
+    has_undecodable,
+    is_clutter,
+    rule_for,
+    unescape_name,
+)
 from imgpipe.raw import RawItem
 from imgpipe.sources.common import LabelPattern, Source, SourceParams, label_or_reason
 
@@ -33,6 +41,11 @@ log = logging.getLogger("imgpipe.download")
 
 LISTING_FILE = "files.csv"
 LISTING_COLUMNS = ["path", "label", "size", "sha256"]
+# Written only when the folder holds split folders (train/, val/, test/): the file's own split.
+SPLIT_COLUMN = "split"
+# source.json "names": files.csv spells every path with imgpipe.labels.escape_name (written
+# only when some name is not UTF-8; list_items maps each path back with unescape_name).
+ESCAPED = "percent-escaped"
 
 
 class FolderParams(SourceParams):
@@ -63,15 +76,6 @@ def _not_a_file(path: Path) -> str | None:
     if path.is_dir():
         return ""  # a folder: its files are listed themselves
     return "not a regular file (device, pipe or socket)"
-
-
-def _folder_classes(folder: Path) -> list[str]:
-    """Class names from the class folders themselves, so an empty one is still a class."""
-    return sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.is_dir() and not p.is_symlink() and not is_clutter(p.name)
-    )
 
 
 # Suggested when class names start file names, as in Kaggle's cat.0.jpg and dog.0.jpg.
@@ -116,27 +120,40 @@ def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str,
             f"download.path {str(folder)!r} is not a folder; point it at a folder holding one "
             "sub-folder of images per class, or images named by class with download.label_pattern"
         )
-    rule = LabelRule(pattern=pattern, first_folder=True)
-    rows, skipped = [], []
     found = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*")}
+    # Links to folders are not followed, so no folder found here lies behind one.
+    folders = [rel for rel, path in found.items() if path.is_dir() and not path.is_symlink()]
+    rule = rule_for(pattern, folders)
+    # Names that are not UTF-8 make the whole listing percent-escaped (reversibly); a listing
+    # without such names is written exactly as before.
+    escaped = any(has_undecodable(relative) for relative in found)
+    spell = escape_name if escaped else str
+    rows, real_paths, skipped = [], [], []
     for relative, path in sorted(found.items()):
         problem = _not_a_file(path)
         if problem is not None:
             if problem:
-                skipped.append({"path": relative, "reason": problem})
+                skipped.append({"path": spell(relative), "reason": problem})
             continue
-        label, reason = label_or_reason(rule, relative)
+        label, split, reason = label_or_reason(rule, relative)
         if label is None:
-            skipped.append({"path": relative, "reason": reason})
+            skipped.append({"path": spell(relative), "reason": reason})
         else:
-            rows.append({"path": relative, "label": label})
+            rows.append({"path": spell(relative), "label": spell(label)})
+            if rule.split_folders:
+                rows[-1]["split"] = split
+            real_paths.append(relative)
     if not rows:
         raise StageError(_no_labelled_files(folder, pattern, skipped))
     # Every class seen, even if all its files are set aside below: prepare then reports it
     # with 0 images instead of the class vanishing without a word.
-    class_names = sorted({row["label"] for row in rows}) if pattern else _folder_classes(folder)
+    class_names = sorted(
+        {row["label"] for row in rows}
+        if pattern
+        else {spell(rule.folder_class(rel)) for rel in folders if _is_class_folder(rule, rel)}
+    )
     with ThreadPoolExecutor(worker_count(0) * 2) as pool:
-        hashes = pool.map(_hash_file, (folder / row["path"] for row in rows))
+        hashes = pool.map(_hash_file, (folder / relative for relative in real_paths))
         for row, hashed in tqdm(
             zip(rows, hashes, strict=True), total=len(rows), desc="hash", unit="file"
         ):
@@ -149,9 +166,10 @@ def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str,
     if not rows:
         raise StageError(f"download.path {str(folder)!r}: none of its images can be read")
     _warn_empty(class_names, rows)
-    _write_listing(out_dir / LISTING_FILE, rows)
+    columns = LISTING_COLUMNS + [SPLIT_COLUMN] * rule.split_folders
+    _write_listing(out_dir / LISTING_FILE, rows, columns)
     listing = hashlib.sha256((out_dir / LISTING_FILE).read_bytes()).hexdigest()
-    return {
+    record = {
         "kind": "folder",
         "url": None,
         "path": written.as_posix(),
@@ -164,6 +182,15 @@ def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str,
         "listing": LISTING_FILE,
         "skipped": skipped,
     }
+    if rule.split_folders:
+        record["splits"] = dict(sorted(Counter(row["split"] for row in rows).items()))
+    if escaped:
+        record["names"] = ESCAPED
+    return record
+
+
+def _is_class_folder(rule: LabelRule, relative: str) -> bool:
+    return not is_clutter(relative) and rule.folder_class(relative) is not None
 
 
 def _warn_empty(class_names: list[str], rows: list[dict]) -> None:
@@ -176,9 +203,9 @@ def _warn_empty(class_names: list[str], rows: list[dict]) -> None:
         )
 
 
-def _write_listing(path: Path, rows: list[dict]) -> None:
+def _write_listing(path: Path, rows: list[dict], columns: list[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, LISTING_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_text(path, buffer.getvalue())
@@ -198,11 +225,13 @@ def list_items(raw_dir: Path, source: dict) -> list[RawItem]:
             f"the image folder {str(folder)!r} recorded by download is gone; restore it or "
             "point download.path at its new place and run `dvc repro`"
         )
+    real = unescape_name if source.get("names") == ESCAPED else str
     return [
         RawItem(
             origin=row["path"],
             label=row["label"],
-            read=_verified_reader(folder, row["path"], row["sha256"]),
+            read=_verified_reader(folder, real(row["path"]), row["sha256"]),
+            split=row.get(SPLIT_COLUMN) or None,
         )
         for row in read_listing(raw_dir / source.get("listing", LISTING_FILE))
     ]

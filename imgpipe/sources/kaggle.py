@@ -30,7 +30,6 @@ from imgpipe.sources.common import (
     Sha256,
     Source,
     archive_items,
-    archive_rule,
     inspect_archive,
     keep_archive,
     limits,
@@ -222,7 +221,7 @@ def fetch(params: KaggleParams, out_dir: Path, downloads_dir: Path) -> dict[str,
     ref = KaggleRef(params.competition, params.dataset, params.file)
     path = download(ref, downloads_dir / "kaggle" / ref.folder_name)
     fetched = verified_file(path, params.sha256, f"Kaggle file {path.name}")
-    description = inspect_archive(path, archive_rule(params.label_pattern), limits(params))
+    description = inspect_archive(path, params.label_pattern, limits(params))
     keep_archive(fetched, out_dir, path.name, own_copy=True)
     return {
         "kind": "kaggle",

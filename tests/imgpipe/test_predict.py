@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -38,7 +39,7 @@ def mixed_folder(trained, tmp_path):
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not a picture")
-    (folder / "readme.txt").write_text("ignored: not an image name")
+    (folder / "readme.txt").write_text("not an image, whatever its name")
     return folder
 
 
@@ -94,7 +95,9 @@ def test_unreadable_files_are_reported_and_the_rest_predicted(trained, mixed_fol
     assert predicted == {"circle [3].png": "circle", "square [3].png": "square",
                          "triangle [3].png": "triangle"}  # fmt: skip
     reasons = {e["path"].rsplit("/", 1)[1]: e["reason"] for e in report.errors}
-    assert set(reasons) == {"truncated.png", "empty.jpg", "notes.jpg"}
+    # readme.txt is decoded like any file of a folder: by content, never skipped by its name.
+    assert set(reasons) == {"truncated.png", "empty.jpg", "notes.jpg", "readme.txt"}
+    assert reasons["readme.txt"] == "not an image Pillow can read"
     assert reasons["empty.jpg"] == "empty file"
     assert reasons["truncated.png"].startswith("truncated file: the data ends before the image")
     assert reasons["notes.jpg"] == "not an image Pillow can read"
@@ -182,7 +185,8 @@ def test_inputs_expand_folders_globs_and_keep_order_without_repeats(tmp_path):
          str(tmp_path / "a/n.txt"), str(tmp_path / "*.gif"), str(tmp_path / "empty")]
     )  # fmt: skip
     names = [p.relative_to(tmp_path).as_posix() for p in files]
-    assert names == ["b/1.PNG", "b/2.jpg", "a/x.png", "odd [1].png", "a/n.txt"]
+    # A folder gives every file but clutter, whatever its name ends with.
+    assert names == ["b/1.PNG", "b/2.jpg", "a/n.txt", "a/x.png", "odd [1].png"]
     assert problems == [
         {"path": str(tmp_path / "*.gif"), "reason": "pattern matches no files"},
         {"path": str(tmp_path / "empty"), "reason": "no such file or folder"},
@@ -222,3 +226,39 @@ def test_outside_a_project_the_message_names_the_folder_searched(tmp_path):
     message = str(stopped.value)
     assert f"neither {outside.resolve()} nor a folder above it holds dvc.yaml" in message
     assert "--model-dir PROJECT/data/model" in message
+
+
+def test_a_folder_is_decoded_by_content_not_by_name(trained, tmp_path, caplog):
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    png = (trained.raw / "images" / "circle" / "img-003.png").read_bytes()
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(jpeg, format="JPEG", quality=95)
+    (folder / "scan.xyz").write_bytes(png)
+    (folder / "camera.mpo").write_bytes(jpeg.getvalue())
+    (folder / "web.jfif").write_bytes(jpeg.getvalue())
+    (folder / "notes.txt").write_text("shopping list")
+    (folder / ".DS_Store").write_bytes(b"clutter")
+    with caplog.at_level("INFO", logger="imgpipe.predict"):
+        report = predict.run([str(folder)], trained.model, 1, 256, 1)
+    assert sorted(p["path"].rsplit("/", 1)[1] for p in report.predictions) == [
+        "camera.mpo",
+        "scan.xyz",
+        "web.jfif",
+    ]
+    assert report.errors == [
+        {"path": str(folder / "notes.txt"), "reason": "not an image Pillow can read"}
+    ]
+    assert "skipped by reason: 1 not an image Pillow can read" in caplog.text
+
+
+def test_a_name_that_is_not_utf8_is_predicted_and_written_escaped(trained, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    odd = os.fsdecode(os.fsencode(folder) + b"/caf\xff.png")
+    shutil.copy(trained.raw / "images" / "circle" / "img-003.png", odd)
+    out = tmp_path / "out.json"
+    predict.main([str(folder), "--model-dir", str(trained.model), "--format", "json",
+                  "--output", str(out)])  # fmt: skip
+    report = json.loads(out.read_bytes().decode("utf-8"))
+    assert [p["path"] for p in report["predictions"]] == [f"{folder}/caf%FF.png"]

@@ -84,13 +84,13 @@ def test_run_fetches_the_named_source_into_raw_with_its_source_json(tmp_path, mo
     def fetch(params, out_dir, downloads_dir):
         calls.append((params.source, downloads_dir))
         (out_dir / "a.txt").write_text("fetched")
-        return {"kind": "fake", "size": 1, "class_names": ["a"]}
+        return {"kind": "fake", "size": 1, "class_names": ["a", "b"]}
 
     fake = replace(SOURCES["digits"], fetch=fetch)
     monkeypatch.setitem(download.SOURCES, "digits", fake)
     layout = layout_of(tmp_path, raw=tmp_path / "raw", downloads=tmp_path / "dl")
     record = download.run(dl_params(), layout)
-    assert record == {"kind": "fake", "size": 1, "class_names": ["a"]}
+    assert record == {"kind": "fake", "size": 1, "class_names": ["a", "b"]}
     assert calls == [("digits", tmp_path / "dl")]
     assert json.loads((tmp_path / "raw" / "source.json").read_text()) == record
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

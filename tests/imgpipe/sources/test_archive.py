@@ -81,12 +81,13 @@ def test_archive_with_labels_in_file_names(tmp_path):
 
 
 def test_archive_empty_class_folder_is_counted_and_prepare_names_it(tmp_path):
-    members = {**PETS, "pets/bird/notes.txt": b"no birds yet"}
+    # notes.txt is a candidate like any member of a class folder: prepare finds it no image.
+    members = {**PETS, "pets/bird/notes.txt": b"no birds yet", "pets/fish/": b""}
     path = tmp_path / "pets.zip"
     path.write_bytes(make_zip(members))
     params = dl_params(source="archive", path=str(path), sha256=sha(path.read_bytes()))
     source = download.run(params, layout_of(tmp_path, raw=tmp_path / "raw"))
-    assert source["counts"] == {"bird": 0, "cat": 12, "dog": 12}
+    assert source["counts"] == {"bird": 1, "cat": 12, "dog": 12, "fish": 0}
     with pytest.raises(StageError, match=r"'bird' has 0"):
         prepare.run(
             PrepareParams(size=(16, 16), workers=1, min_per_class=2),
