@@ -100,3 +100,34 @@ def find_project(start: Path | str = ".") -> Path | None:
         if (folder / PROJECT_MARKER).is_file():
             return folder
     return None
+
+
+# Where `dvc exp run --temp` and `dvc queue` run an experiment: a copy of the project inside
+# the project's own .dvc/tmp/exps/, holding only what git tracks.
+EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+
+
+def original_project(start: Path | str = ".") -> Path | None:
+    """The project a DVC experiment copy at ``start`` was made from, or None outside one."""
+    parts = Path(start).resolve().parts
+    for index in range(len(parts) - len(EXPERIMENT_COPIES) + 1):
+        if parts[index : index + len(EXPERIMENT_COPIES)] == EXPERIMENT_COPIES:
+            return Path(*parts[:index])
+    return None
+
+
+def local_path(written: str | Path) -> Path:
+    """A user's path from params.yaml, as the stage should open it.
+
+    A relative path is relative to the project folder, where DVC runs every stage. In an
+    experiment's temporary copy, a path that the copy lacks (a folder of photos git ignores,
+    an archive beside the project) is taken from the project the copy was made from, so
+    queued and --temp experiments see the same files as `dvc repro`.
+    """
+    path = Path(written).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    origin = original_project()
+    if origin is not None and (origin / path).exists():
+        return origin / path
+    return path

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from imgpipe.errors import StageError
 from imgpipe.fetch import redact_url, verified_file
+from imgpipe.layout import local_path
 from imgpipe.sources.common import (
     ArchiveSourceParams,
     LabelPattern,
@@ -43,7 +44,7 @@ class ArchiveParams(ArchiveSourceParams):
 def _verified(params: ArchiveParams, downloads: Path):
     """The verified file: downloaded (or reused) for a URL, checked in place for a path."""
     if params.path:
-        path = Path(params.path).expanduser().resolve()
+        path = local_path(params.path).resolve()
         if not path.is_file():
             if path.is_dir():
                 raise StageError(

@@ -34,6 +34,7 @@ from imgpipe.labels import (
     rule_for,
     unescape_name,
 )
+from imgpipe.layout import local_path
 from imgpipe.raw import RawItem
 from imgpipe.sources.common import LabelPattern, Source, SourceParams, label_or_reason
 
@@ -113,7 +114,7 @@ def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str,
     the stages) keeps ``source.json`` the same in every clone and on every machine.
     """
     written = Path(params.path)
-    folder = written.expanduser().resolve()
+    folder = local_path(written).resolve()
     pattern = params.label_pattern
     if not folder.is_dir():
         raise StageError(
@@ -219,7 +220,7 @@ def read_listing(path: Path) -> list[dict[str, str]]:
 def list_items(raw_dir: Path, source: dict) -> list[RawItem]:
     """The listed files, read in place from the folder and checked against their sha256."""
     # A relative path is relative to the project, where DVC runs every stage.
-    folder = Path(source["path"]).expanduser()
+    folder = local_path(source["path"])
     if not folder.is_dir():
         raise RawDataError(
             f"the image folder {str(folder)!r} recorded by download is gone; restore it or "

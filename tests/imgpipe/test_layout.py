@@ -23,3 +23,21 @@ def test_the_project_is_found_from_a_sub_folder_and_not_outside_one(tmp_path):
     outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
     outside.mkdir()
     assert find_project(outside) is None or find_project(outside) != tmp_path.resolve()
+
+
+def test_an_experiment_copy_reads_what_only_the_original_project_holds(tmp_path, monkeypatch):
+    from imgpipe.layout import local_path, original_project
+
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "run" / "tmpab12"
+    copy.mkdir(parents=True)
+    (project / "photos" / "cat").mkdir(parents=True)  # git-ignored, so absent from the copy
+    (copy / "params.yaml").write_text("{}\n")
+    assert original_project(copy) == project.resolve()
+    assert original_project(project) is None
+    monkeypatch.chdir(copy)
+    assert local_path("photos") == project.resolve() / "photos"
+    assert local_path("params.yaml") == Path("params.yaml")  # what the copy has, it keeps
+    assert local_path("missing") == Path("missing")  # the stage then says it is missing
+    monkeypatch.chdir(project)
+    assert local_path("photos") == Path("photos")
