@@ -16,6 +16,7 @@ grouped into chunks or spread over workers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import signal
 import time
@@ -33,6 +34,7 @@ R = TypeVar("R")
 
 # How long a worker asked to stop may take before it is killed.
 STOP_GRACE = 2.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,24 @@ def _plain_map(
             pending = submitted
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the parent dies.
+
+    A worker stuck in a looping decoder would otherwise outlive a parent killed with SIGKILL.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker ends at its next read instead
+        pass
+
+
 def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
     """A worker's loop: take a chunk, answer each input as soon as it is done."""
     # Ctrl-C goes to the whole process group; the parent decides, workers must not die first
     # and be reported as crashed files.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     while True:
         try:
             batch = conn.recv()
@@ -152,7 +167,8 @@ class _Worker(Generic[T]):
         answers = []
         try:
             while self.todo and self.conn.poll():
-                answers.append((self.todo.popleft(), self.conn.recv()))
+                answer = self.conn.recv()  # first: a dead worker's input stays in todo
+                answers.append((self.todo.popleft(), answer))
                 self.since = time.monotonic()
         except (EOFError, OSError):
             pass
