@@ -251,8 +251,8 @@ def _check_decodable(image: Image.Image) -> None:
         raise ImageRejected(
             "EPS is rendered by Ghostscript, which is not installed (no gs on PATH)", "unsupported"
         )
-    load = getattr(image, "_load", None)  # StubImageFile: the handler an application registered
-    if isinstance(image, ImageFile.StubImageFile) and load is not None and load() is None:
+    # A stub decodes only through a handler the application registers with its plugin.
+    if isinstance(image, ImageFile.StubImageFile) and getattr(image, "_handler", None) is None:
         name = PLUGIN_FORMATS.get(fmt, fmt)
         raise ImageRejected(
             f"{name} is only identified by Pillow; decoding it needs a {name} plugin, "
@@ -310,6 +310,7 @@ def _to_srgb(image: Image.Image) -> tuple[Image.Image, str]:
         image.info.pop("icc_profile", None)
         return image, "ignored"
     assert converted is not None
+    converted.info.pop("icc_profile", None)  # littlecms attaches the sRGB profile it used
     if alpha is not None:
         converted.putalpha(alpha)
     return converted, "converted"
