@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from PIL import ExifTags, Image, ImageColor, ImageFile, ImageOps
+from PIL import EpsImagePlugin, ExifTags, Image, ImageCms, ImageColor, ImageFile, ImageOps
 from pydantic import AfterValidator, BeforeValidator
 from pydantic.dataclasses import dataclass as validated_dataclass
 
@@ -57,6 +57,18 @@ ORIENTATION_TAG = ExifTags.Base.Orientation
 # EXIF orientations 5-8 turn the picture by 90 degrees: stored width is displayed height.
 QUARTER_TURNS = {5, 6, 7, 8}
 
+# The most pixels one file may decode to (after JPEG DCT scaling), checked from the header
+# before any pixel memory is taken. Pillow's own limit (about 89 MP) lets a file of a few hundred
+# bytes claiming 84 MP cost some 650 MB; 50 MP (an 8192x6144 camera frame) still takes any
+# photo, and bounds a worker at about 200 MB of RGB pixels plus the copies standardizing makes.
+MAX_DECODED_PIXELS = 50_000_000
+# zlib's deflate shrinks data at most about 1032:1, so a PNG shorter than its raw pixel rows over
+# this ratio cannot hold them: it is cut off, and is rejected before its pixel memory is taken.
+DEFLATE_MAX_RATIO = 1032
+# Formats Pillow identifies but decodes only with a plugin registered by the application.
+PLUGIN_FORMATS = {"WMF": "WMF/EMF", "GRIB": "GRIB", "BUFR": "BUFR", "HDF5": "HDF5"}
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
 Color = tuple[int, int, int]
 Luma = str | tuple[float, float, float]
 
@@ -65,7 +77,8 @@ class ImageRejected(ValueError):
     """An input file that cannot become a training image; the message is the reason.
 
     ``kind`` is a short stable code (empty, not_image, truncated, corrupt, too_large, too_small,
-    unsupported) so reports can count rejections by cause.
+    unsupported) so reports can count rejections by cause. ``unsupported`` is a real file of a
+    format Pillow knows but cannot decode here; its reason names what is missing.
     """
 
     def __init__(self, reason: str, kind: str = "corrupt") -> None:
@@ -198,6 +211,7 @@ class Source:
     orientation: int = 1
     transparency: bool = False  # a palette or colour-key transparency, besides alpha modes
     draft_scale: int = 1  # 1 = full decode; 2, 4, 8 = JPEG DCT scaling
+    icc: str = ""  # "converted": an embedded ICC profile was applied; "ignored": it was unusable
 
 
 def _open(data: bytes) -> Image.Image:
@@ -216,8 +230,90 @@ def _open(data: bytes) -> Image.Image:
             ) from None
         except Image.UnidentifiedImageError:
             raise ImageRejected("not an image Pillow can read", "not_image") from None
+        except NotImplementedError as err:
+            # Pillow knows the format (DDS's many FourCC/DXGI codes) but not this variant of it.
+            what = "DDS variant" if data.startswith(b"DDS ") else "variant of its format"
+            raise ImageRejected(
+                f"this {what} is not implemented in Pillow: {err}", "unsupported"
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise _damaged(err, "corrupt image header") from None
+
+
+def _check_decodable(image: Image.Image) -> None:
+    """Reject, before the size checks, files Pillow identifies but cannot decode on this machine.
+
+    Their stubs report sizes such as 0x0 or fail with "corrupt"-looking errors, which would send
+    people looking for damage in a valid file.
+    """
+    fmt = image.format or ""
+    if fmt == "EPS" and not EpsImagePlugin.has_ghostscript():
+        raise ImageRejected(
+            "EPS is rendered by Ghostscript, which is not installed (no gs on PATH)", "unsupported"
+        )
+    # A stub decodes only through a handler the application registers with its plugin.
+    if isinstance(image, ImageFile.StubImageFile) and getattr(image, "_handler", None) is None:
+        name = PLUGIN_FORMATS.get(fmt, fmt)
+        raise ImageRejected(
+            f"{name} is only identified by Pillow; decoding it needs a {name} plugin, "
+            "which is not installed",
+            "unsupported",
+        )
+
+
+def _check_pixel_budget(image: Image.Image, data: bytes) -> None:
+    """Refuse, from the header alone, files whose decoding would take unbounded memory."""
+    width, height = image.size
+    if width * height > MAX_DECODED_PIXELS:
+        raise ImageRejected(
+            f"{width}x{height} pixels is over the limit of {MAX_DECODED_PIXELS} pixels per image",
+            "too_large",
+        )
+    if image.format == "PNG":
+        # The fewest bits per pixel each mode can be stored with (grey and palette go down to 1).
+        bits = {"LA": 16, "RGB": 24, "RGBA": 32, "I;16": 16, "I;16B": 16}.get(image.mode, 1)
+        raw = height * (1 + -(-width * bits // 8))
+        if len(data) * DEFLATE_MAX_RATIO < raw:
+            raise ImageRejected(
+                f"truncated file: the data ends before the image does ({len(data)} bytes cannot "
+                f"hold {width}x{height} pixels even at deflate's best ratio)",
+                "truncated",
+            )
+
+
+def _to_srgb(image: Image.Image) -> tuple[Image.Image, str]:
+    """Pixels converted from the file's embedded ICC profile to sRGB, and what was done.
+
+    Shards hold pixels only: the profile is applied here, then left behind, so every stored
+    image means the same colours and nothing downstream has to read profiles.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image, ""
+    grey = image.mode in ("1", "L", "LA", "La")
+    alpha = None
+    try:
+        if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+            raise ValueError("littlecms is not given 16-bit or float pixels here")
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        base = image
+        if image.mode in ALPHA_MODES or _has_key_transparency(image):
+            # Transparency is kept apart for _flatten, which composites it afterwards.
+            with_alpha = image.convert("LA" if grey else "RGBA")
+            alpha = with_alpha.getchannel("A")
+            base = with_alpha.convert("L" if grey else "RGB")
+        elif image.mode not in ("L", "RGB", "CMYK"):
+            base = image.convert("L" if grey else "RGB")
+        converted = ImageCms.profileToProfile(base, profile, SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        # A broken or mismatched profile: the stored values are all there is, as in a browser.
+        image.info.pop("icc_profile", None)
+        return image, "ignored"
+    assert converted is not None
+    converted.info.pop("icc_profile", None)  # littlecms attaches the sRGB profile it used
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted, "converted"
 
 
 def _check_png_checksums(data: bytes) -> None:
@@ -259,8 +355,10 @@ def _apply_draft(image: Image.Image, standard: Standard, orientation: int) -> in
     if image.format not in DRAFT_FORMATS or not standard.draft:
         return 1
     scale = draft_scale(image.size, standard, orientation)
-    # Decoding straight to grey skips the colour conversion; JPEG's Y is BT.601 luma.
-    mode = "L" if standard.mode == "L" and standard.luma == "bt601" else image.mode
+    # Decoding straight to grey skips the colour conversion; JPEG's Y is BT.601 luma. Not with
+    # an ICC profile: that applies to the colours, so they must be decoded first.
+    straight_to_grey = standard.mode == "L" and standard.luma == "bt601"
+    mode = "L" if straight_to_grey and not image.info.get("icc_profile") else image.mode
     if scale == 1 and mode == image.mode:
         return 1
     width, height = image.size
@@ -277,6 +375,7 @@ def decode_source(
     every byte is still decoded, so a truncated file still fails. Raises ImageRejected.
     """
     image = _open(data)
+    _check_decodable(image)
     width, height = image.size
     if min(width, height) < min_side:
         raise ImageRejected(
@@ -294,10 +393,13 @@ def decode_source(
         "transparency": _has_key_transparency(image),
     }
     scale = _apply_draft(image, standard, orientation) if standard else 1
+    _check_pixel_budget(image, data)  # after draft: the size that will really be decoded
     try:
         image.load()  # the first frame of an animation
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
+        # After the turn, which reads the EXIF that the converted image no longer carries.
+        image, info["icc"] = _to_srgb(image)
     except Image.DecompressionBombError as err:
         raise ImageRejected(f"over Pillow's decompression-bomb limit: {err}", "too_large") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
@@ -410,14 +512,20 @@ def standardize_file(
 
 
 def encode_png(image: Image.Image, level: int = 6) -> bytes:
-    """Lossless, deterministic encoding: no metadata, fixed compression settings.
+    """Lossless, deterministic encoding: pixels only, no metadata, fixed compression settings.
+
+    ``icc_profile=None``: Pillow would otherwise copy a source's profile along from
+    ``image.info`` (the pixels are already sRGB, see ``_to_srgb``). Text and EXIF chunks are
+    written only when asked for, and never are.
 
     zlib's run-length strategy encodes small photos about twice as fast as its default for
     files a few percent larger; encoding was a third of the time per image in ``prepare``.
     ``level`` is zlib's compression level: lower is faster, the pixels are the same.
     """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=level, compress_type=zlib.Z_RLE)
+    image.save(
+        buffer, format="PNG", compress_level=level, compress_type=zlib.Z_RLE, icc_profile=None
+    )
     return buffer.getvalue()
 
 

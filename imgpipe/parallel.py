@@ -4,18 +4,45 @@ Results come back in input order whatever the number of workers, so stages that 
 produce the same bytes with 1 or N workers. Only a window of inputs is in flight at once, so
 memory does not grow with the size of the dataset. Processes, not threads: decoding and
 resizing in Pillow hold the GIL for much of their time.
+
+Given ``on_fault``, the map also survives its workers: an input whose worker process dies (a
+decoder's segfault, the out-of-memory killer) or runs past ``timeout`` seconds becomes
+``on_fault(input, Fault)``, its worker is replaced, and the other inputs of its chunk go on in
+the new one. Each worker reports every input as it finishes it, so the parent always knows
+which input a dead or stuck worker was on, and the outcome does not depend on how inputs were
+grouped into chunks or spread over workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import multiprocessing
+import signal
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import TypeVar
+from multiprocessing.connection import Connection, wait
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# How long a worker asked to stop may take before it is killed.
+STOP_GRACE = 2.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Why an input has no result: ``kind`` is "crashed" or "timeout"; ``reason`` is for people."""
+
+    kind: str
+    reason: str
 
 
 def _apply_all(fn: Callable[[T], R], inputs: list[T]) -> list[R]:
@@ -28,13 +55,27 @@ def ordered_map(
     workers: int,
     window: int = 256,
     chunk: int = 32,
+    *,
+    timeout: float | None = None,
+    on_fault: Callable[[T, Fault], R] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(x)`` for each input, in order; ``fn`` must be a picklable top-level function.
 
     Inputs travel in chunks of at most ``chunk``: large enough that sending them costs little,
     small enough that no worker sits idle while another finishes a long chunk at the end.
+
+    With ``on_fault``, ``fn`` runs in child processes even for one worker (a crash must not take
+    the caller down), each input gets at most ``timeout`` seconds (None: no limit), and a faulty
+    input yields ``on_fault(input, fault)`` in its place.
     """
-    inputs = iter(inputs)
+    if on_fault is not None:
+        return _guarded_map(fn, iter(inputs), max(1, workers), window, chunk, timeout, on_fault)
+    return _plain_map(fn, iter(inputs), workers, window, chunk)
+
+
+def _plain_map(
+    fn: Callable[[T], R], inputs: Iterator[T], workers: int, window: int, chunk: int
+) -> Iterator[R]:
     if workers <= 1:
         for value in inputs:
             yield fn(value)
@@ -55,3 +96,175 @@ def ordered_map(
             if not batch:
                 return
             pending = submitted
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the parent dies.
+
+    A worker stuck in a looping decoder would otherwise outlive a parent killed with SIGKILL.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker ends at its next read instead
+        pass
+
+
+def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
+    """A worker's loop: take a chunk, answer each input as soon as it is done."""
+    # Ctrl-C goes to the whole process group; the parent decides, workers must not die first
+    # and be reported as crashed files.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return
+        if batch is None:
+            return
+        for value in batch:
+            try:
+                answer: tuple[bool, Any] = (True, fn(value))
+            except Exception as err:  # a bug in fn: re-raised in the parent, as a pool does
+                answer = (False, err)
+            try:
+                conn.send(answer)
+            except Exception as err:  # an unpicklable result or exception
+                conn.send((False, RuntimeError(f"cannot send the result back: {err!r}")))
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        cause = " (the out-of-memory killer, or a kill)" if name == "SIGKILL" else ""
+        return f"the decoding process was killed by {name}{cause}"
+    return f"the decoding process exited with status {exitcode}"
+
+
+class _Worker(Generic[T]):
+    """One child process, the inputs sent to it and not yet answered, and since when it works."""
+
+    def __init__(self, context: Any, fn: Callable[[T], Any]) -> None:
+        parent_end, child_end = context.Pipe()
+        self.process = context.Process(target=_serve, args=(fn, child_end), daemon=True)
+        self.process.start()
+        child_end.close()
+        self.conn: Connection = parent_end
+        self.todo: deque[int] = deque()
+        self.since = 0.0  # when the input at todo[0] began, as near as the parent can tell
+
+    def send(self, indices: list[int], values: list[T]) -> None:
+        self.todo.extend(indices)
+        self.since = time.monotonic()
+        self.conn.send(values)
+
+    def receive(self) -> list[tuple[int, tuple[bool, Any]]]:
+        """Every answer already sent; a closed pipe (a dead worker) just ends the list."""
+        answers = []
+        try:
+            while self.todo and self.conn.poll():
+                answer = self.conn.recv()  # first: a dead worker's input stays in todo
+                answers.append((self.todo.popleft(), answer))
+                self.since = time.monotonic()
+        except (EOFError, OSError):
+            pass
+        return answers
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # already dead
+            self.conn.send(None)
+        self.process.join(STOP_GRACE)
+        self.kill()
+
+
+def _guarded_map(
+    fn: Callable[[T], R],
+    inputs: Iterator[T],
+    workers: int,
+    window: int,
+    chunk: int,
+    timeout: float | None,
+    on_fault: Callable[[T, Fault], R],
+) -> Iterator[R]:
+    context = multiprocessing.get_context()
+    pool: list[_Worker[T]] = []
+    values: dict[int, T] = {}  # inputs read and not yet yielded
+    results: dict[int, R] = {}
+    queue: deque[int] = deque()  # inputs waiting for a worker; a faulty chunk's rest goes first
+    taken = yielded = 0
+    exhausted = False
+
+    def settle(worker: _Worker[T], fault: Fault | None) -> None:
+        for index, (ok, payload) in worker.receive():
+            if not ok:
+                raise payload
+            results[index] = payload
+        if fault is None:
+            return
+        if worker.todo:
+            culprit = worker.todo.popleft()
+            results[culprit] = on_fault(values[culprit], fault)
+            queue.extendleft(reversed(worker.todo))
+            worker.todo.clear()
+        pool.remove(worker)
+        worker.kill()
+
+    try:
+        while True:
+            # Read ahead up to two windows, so workers stay busy while results are yielded.
+            while not exhausted and taken - yielded < 2 * window:
+                try:
+                    values[taken] = next(inputs)
+                except StopIteration:
+                    exhausted = True
+                    break
+                queue.append(taken)
+                taken += 1
+            while yielded in results:
+                values.pop(yielded)
+                yield results.pop(yielded)
+                yielded += 1
+            if exhausted and yielded == taken:
+                return
+            while len(pool) < min(workers, len(queue) + sum(bool(w.todo) for w in pool)):
+                pool.append(_Worker(context, fn))
+            idle = [w for w in pool if not w.todo]
+            for worker in idle:
+                if not queue:
+                    break
+                step = max(1, min(chunk, -(-len(queue) // len(idle))))
+                indices = [queue.popleft() for _ in range(min(step, len(queue)))]
+                worker.send(indices, [values[i] for i in indices])
+            busy = [w for w in pool if w.todo]
+            if not busy:
+                continue
+            now = time.monotonic()
+            wait_for = (
+                None if timeout is None else max(0.0, min(w.since for w in busy) + timeout - now)
+            )
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for))
+            for worker in busy:
+                if worker.process.sentinel in ready and not worker.process.is_alive():
+                    settle(worker, Fault("crashed", _death(worker.process.exitcode)))
+                elif worker.conn in ready:
+                    settle(worker, None)
+            if timeout is not None:
+                now = time.monotonic()
+                for worker in [w for w in pool if w.todo and now - w.since > timeout]:
+                    settle(worker, None)  # an answer that arrived meanwhile is not a timeout
+                    if worker.todo and time.monotonic() - worker.since > timeout:
+                        reason = f"decoding took longer than the limit of {timeout:g} s"
+                        settle(worker, Fault("timeout", reason))
+    finally:
+        for worker in pool:
+            worker.stop()

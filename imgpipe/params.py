@@ -73,6 +73,12 @@ class PrepareParams(Section):
     min_per_class: int = Field(1, ge=1)
     shard_size: int = Field(4096, ge=1, description="images per shard file")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
+    timeout: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="seconds one file may take to decode before it is rejected as timeout",
+    )
 
     @field_validator("size", mode="before")
     @classmethod

@@ -35,7 +35,7 @@ from imgpipe.errors import StageError
 from imgpipe.images import Rejection, Standard, model_array, standardize_file
 from imgpipe.labels import display_name, is_clutter
 from imgpipe.layout import PROJECT_MARKER, Layout, find_project
-from imgpipe.parallel import ordered_map
+from imgpipe.parallel import Fault, ordered_map
 from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
 from imgpipe.trained import Trained, load_trained, read_standard, top_k
 
@@ -44,6 +44,7 @@ log = logging.getLogger("imgpipe.predict")
 EXIT_SOME_UNREADABLE = 1
 # Automatic --workers: a process pool pays off only from a few dozen files per process.
 FILES_PER_WORKER = 32
+DEFAULT_TIMEOUT = 30.0  # seconds per file, as prepare.timeout
 
 
 @dataclass
@@ -139,11 +140,29 @@ def _files_or_stop(inputs: Sequence[str]) -> tuple[list[Path], list[dict]]:
     return files, problems
 
 
-def _load_all(files: list[Path], standard: Standard, workers: int) -> Iterator:
-    """(pixels, reason) per file, in order, decoded in worker processes."""
+def _fault_reason(args: tuple[str, Standard], fault: Fault) -> tuple[None, str]:
+    """A file whose decoding killed its worker process or ran past --timeout."""
+    hint = " (raise --timeout if the file is sound but slow)" if fault.kind == "timeout" else ""
+    return None, f"{fault.kind}: {fault.reason}{hint}"
+
+
+def _load_all(
+    files: list[Path], standard: Standard, workers: int, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator:
+    """(pixels, reason) per file, in order, decoded in worker processes.
+
+    Always in child processes, even one: a file that crashes or hangs its decoder is then one
+    error in the report, not the end of the run.
+    """
     if workers == 0:
         workers = min(worker_count(0), max(1, len(files) // FILES_PER_WORKER))
-    loaded = ordered_map(load_file, ((str(path), standard) for path in files), workers)
+    loaded = ordered_map(
+        load_file,
+        ((str(path), standard) for path in files),
+        workers,
+        timeout=timeout,
+        on_fault=_fault_reason,
+    )
     # Take the first result before TensorFlow loads: the worker processes are forked then,
     # while the parent has no TensorFlow threads whose locks a fork could copy mid-use.
     return chain([next(loaded)], loaded)
@@ -165,11 +184,20 @@ def _predict_batch(report: Report, trained: Trained, batch: list) -> None:
         )
 
 
-def run(inputs: Sequence[str], model_dir: Path, k: int, batch_size: int, workers: int) -> Report:
+def run(
+    inputs: Sequence[str],
+    model_dir: Path,
+    k: int,
+    batch_size: int,
+    workers: int,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Report:
     if k < 1 or batch_size < 1:
         raise StageError("--top-k and --batch-size must be at least 1")
+    if timeout <= 0:
+        raise StageError("--timeout must be above 0 seconds")
     files, problems = _files_or_stop(inputs)
-    loaded = _load_all(files, read_standard(model_dir), workers)
+    loaded = _load_all(files, read_standard(model_dir), workers, timeout)
     trained = load_trained(model_dir)
     k = min(k, len(trained.classes))
     report = Report(str(model_dir), trained.classes, k, errors=list(problems))
@@ -243,6 +271,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "at most one per core",
     )
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds one file may take to decode before it is reported as an error "
+        f"(default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="show debug messages and TensorFlow's own output"
     )
     return parser.parse_args(argv)
@@ -268,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def body() -> None:
         model_dir = args.model_dir or project_model_dir()
-        report = run(args.inputs, model_dir, args.top_k, args.batch_size, args.workers)
+        report = run(
+            args.inputs, model_dir, args.top_k, args.batch_size, args.workers, args.timeout
+        )
         if args.format == "json":
             text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
         else:

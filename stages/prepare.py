@@ -36,7 +36,7 @@ from imgpipe.images import (
     standardize_file,
 )
 from imgpipe.layout import Layout
-from imgpipe.parallel import ordered_map
+from imgpipe.parallel import Fault, ordered_map
 from imgpipe.params import PrepareParams, load_params
 from imgpipe.preview_grid import contact_sheet
 from imgpipe.raw import RawItem, list_items, read_source
@@ -127,13 +127,32 @@ def _content(item: RawItem) -> Content:
         return ReadFailure(str(err))
 
 
+def fault_outcome(content: Content, fault: Fault) -> Outcome:
+    """A file whose decoding killed its worker process or ran past ``prepare.timeout``."""
+    hint = {
+        "crashed": "a decoder crash or running out of memory on this file",
+        "timeout": "raise prepare.timeout if the file is sound but slow",
+    }.get(fault.kind, "")
+    return Outcome(None, None, f"{fault.reason}; {hint}" if hint else fault.reason, fault.kind)
+
+
 def standardize_all(
-    items: Sequence[RawItem], standard: Standard, workers: int, min_side: int = 1
+    items: Sequence[RawItem],
+    standard: Standard,
+    workers: int,
+    min_side: int = 1,
+    timeout: float | None = None,
 ) -> Iterator[tuple[RawItem, Outcome]]:
-    """Outcomes in input order, whatever the number of workers, so output bytes never vary."""
+    """Outcomes in input order, whatever the number of workers, so output bytes never vary.
+
+    Decoding always runs in worker processes, even with one worker, so that a file that kills
+    its decoder or hangs it for longer than ``timeout`` seconds is one rejection, not the end of
+    the stage.
+    """
     work = partial(standardize_one, standard=standard, min_side=min_side)
     contents = (_content(item) for item in items)
-    return zip(items, ordered_map(work, contents, workers), strict=True)
+    outcomes = ordered_map(work, contents, workers, timeout=timeout, on_fault=fault_outcome)
+    return zip(items, outcomes, strict=True)
 
 
 def sample_id(origin: str) -> str:
@@ -156,6 +175,8 @@ def conversions(source: Source) -> list[str]:
         done.append("animated_first_frame")
     if source.draft_scale > 1:
         done.append("jpeg_dct_scaled")
+    if source.icc:
+        done.append(f"icc_{source.icc}")  # icc_converted to sRGB, or icc_ignored (unusable)
     return done
 
 
@@ -301,7 +322,7 @@ def _write_prepared(
     scratch: Path,
     tally: Tally,
 ) -> None:
-    outcomes = standardize_all(items, standard, workers, params.min_side)
+    outcomes = standardize_all(items, standard, workers, params.min_side, params.timeout)
     progress = tqdm(outcomes, total=len(items), desc="prepare", unit="img", mininterval=1.0)
     with (
         ShardWriter(scratch, params.shard_size) as shards,

@@ -1,10 +1,12 @@
 import io
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
 import pytest
-from PIL import BmpImagePlugin, Image
+from PIL import BmpImagePlugin, EpsImagePlugin, Image, ImageCms
 
 from benchmarks.corpus import corpus_jpeg
 from imgpipe.images import (
@@ -355,3 +357,188 @@ def test_png_encoding_is_lossless_and_deterministic():
     assert np.array_equal(decode_png_array(encode_png(image)), np.asarray(image))
     grey = standardize(image, Standard(7, 9))
     assert decode_png_array(encode_png(grey)).shape == (9, 7, 1)
+
+
+# --- formats Pillow knows but cannot decode here -----------------------------------------------
+
+
+def _dds(fourcc: bytes) -> bytes:
+    header = bytearray(128)
+    header[0:4] = b"DDS "
+    struct.pack_into("<7I", header, 4, 124, 0x1007, 4, 4, 0, 0, 0)
+    struct.pack_into("<2I", header, 76, 32, 0x4)  # pixel format: size, DDPF_FOURCC
+    header[84:88] = fourcc
+    return bytes(header) + bytes(64)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n%%EOF\n"
+# A placeable WMF header (key, handle, bounding box, units per inch, reserved, checksum), then
+# the start of the metafile header (type 1, header size 9 words, version 0x300).
+WMF = (
+    struct.pack("<IHhhhhHIH", 0x9AC6CDD7, 0, 0, 0, 100, 100, 1440, 0, 0)
+    + b"\x01\x00\x09\x00\x00\x03"
+    + bytes(12)
+)
+EMF = struct.pack("<II4i4i", 1, 88, 0, 0, 10, 10, 0, 0, 100, 100) + b" EMF" + bytes(52)
+
+
+@pytest.mark.parametrize(
+    ("data", "missing"),
+    [
+        (EPS, "Ghostscript"),
+        (WMF, "WMF/EMF plugin"),
+        (EMF, "WMF/EMF plugin"),
+        (b"GRIB" + bytes(3) + b"\x01" + bytes(40), "GRIB plugin"),
+        (b"BUFR" + bytes(40), "BUFR plugin"),
+        (b"\x89HDF\r\n\x1a\n" + bytes(40), "HDF5 plugin"),
+        (_dds(b"XYZW"), "this DDS variant"),
+    ],
+    ids=["eps", "wmf", "emf", "grib", "bufr", "hdf5", "dds"],
+)
+def test_formats_pillow_cannot_decode_here_are_unsupported_naming_what_is_missing(data, missing):
+    if missing == "Ghostscript" and EpsImagePlugin.has_ghostscript():
+        pytest.skip("Ghostscript is installed here, so EPS files decode")
+    rejected = standardize_file(data, Standard(8, 8))
+    assert isinstance(rejected, Rejection)
+    assert rejected.kind == "unsupported", rejected
+    assert missing in rejected.reason
+
+
+def test_a_file_nothing_identifies_is_not_an_image():
+    assert standardize_file(b"GRIB but no edition" + bytes(20), Standard(8, 8)).kind == "not_image"
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+PEAK_AFTER_DECODE = """
+import resource, sys
+from imgpipe.images import Standard, standardize_file
+data = sys.stdin.buffer.read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rejected = standardize_file(data, Standard(32, 32))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(rejected.kind, (after - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (png_header_only(12_000, 7_000), "too_large"),  # 84 MP, under Pillow's own limit
+        (png_header_only(7_000, 7_000), "truncated"),  # 49 MP, in budget but far too short
+    ],
+)
+def test_a_tiny_file_claiming_millions_of_pixels_costs_no_memory(data, kind):
+    # In a fresh process: ru_maxrss is a high-water mark that earlier tests would have raised.
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_AFTER_DECODE], input=data, capture_output=True, check=True
+    )
+    got_kind, megabytes = result.stdout.decode().split()
+    assert got_kind == kind
+    assert int(megabytes) < 20  # Pillow would have allocated some 200-650 MB
+
+
+def test_a_png_just_big_enough_for_its_pixels_is_not_taken_for_truncated():
+    image = Image.new("L", (4000, 3000), 255)  # one colour: deflate at its best
+    data = encoded(image, "PNG")
+    assert len(data) * 100 < 4000 * 3000
+    standardized = standardize_file(data, Standard(8, 8))
+    assert not isinstance(standardized, Rejection), standardized
+
+
+# --- colour profiles ------------------------------------------------------------------------------
+
+
+def wide_gamut_profile() -> bytes:
+    """An ICC v2 RGB profile with Adobe RGB (1998) primaries and gamma 2.2, built by hand."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 563) + bytes(2)  # 563/256 = 2.2
+    text = b"desc" + bytes(4) + struct.pack(">I", 5) + b"wide\0" + bytes(12) + bytes(67)
+    tags = [
+        (b"desc", text),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.6097, 0.3111, 0.0195)),
+        (b"gXYZ", xyz(0.2053, 0.6257, 0.0609)),
+        (b"bXYZ", xyz(0.1492, 0.0756, 0.7446)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I4sI", size, b"none", 0x02100000)
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(24)
+        + struct.pack(">I", 0)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + bytes(48)
+    )
+    assert len(header) == 128
+    return header + table + body
+
+
+def in_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """What ``image`` stored with profile ``icc`` looks like in sRGB, by littlecms directly."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    return ImageCms.profileToProfile(
+        image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+    )
+
+
+def png_chunks(data: bytes) -> set[bytes]:
+    kinds, at = set(), 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        kinds.add(kind)
+        at += 12 + length
+    return kinds
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_embedded_profile_is_applied_to_srgb(fmt):
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (12, 10, 3), np.uint8))
+    icc = wide_gamut_profile()
+    data = encoded(image, fmt, icc_profile=icc, quality=95)
+    stored = Image.open(io.BytesIO(data)).convert("RGB")
+    standardized, source = standardize_file(data, Standard(10, 12, color="rgb"))
+    expected = np.asarray(in_srgb(stored, icc))
+    assert source.icc == "converted"
+    assert np.array_equal(np.asarray(standardized), expected)
+    assert np.abs(expected.astype(int) - np.asarray(stored)).mean() > 3  # a real change
+    assert "icc_profile" not in standardized.info
+    assert png_chunks(encode_png(standardized)) == {b"IHDR", b"IDAT", b"IEND"}
+
+
+def test_an_unusable_profile_leaves_the_stored_pixels():
+    image = Image.new("RGB", (6, 6), (10, 200, 30))
+    standardized, source = standardize_file(
+        encoded(image, "PNG", icc_profile=b"not a profile"), Standard(6, 6, color="rgb")
+    )
+    assert source.icc == "ignored"
+    assert np.array_equal(np.asarray(standardized), np.asarray(image))
+
+
+def test_encode_png_writes_pixels_only_whatever_the_image_carries():
+    image = Image.new("RGB", (5, 5), (1, 2, 3))
+    image.info.update(
+        icc_profile=wide_gamut_profile(), exif=b"Exif\0\0II*\0", comment="hi", dpi=(300, 300)
+    )
+    assert png_chunks(encode_png(image)) == {b"IHDR", b"IDAT", b"IEND"}
+    plain = Image.new("RGB", (5, 5), (1, 2, 3))
+    assert encode_png(image) == encode_png(plain)

@@ -19,6 +19,7 @@ from imgpipe.shards import read_images, read_manifest
 from imgpipe.trained import load_trained
 from stages import prepare
 from tests.conftest import layout_of, write_class_folders
+from tests.imgpipe.test_parallel import CRASH_MARK, HANG_MARK, fork_only, misbehaving
 from tests.tiny_model import CLASSES
 
 
@@ -262,3 +263,25 @@ def test_a_name_that_is_not_utf8_is_predicted_and_written_escaped(trained, tmp_p
                   "--output", str(out)])  # fmt: skip
     report = json.loads(out.read_bytes().decode("utf-8"))
     assert [p["path"] for p in report["predictions"]] == [f"{folder}/caf%FF.png"]
+
+
+@fork_only
+def test_files_that_kill_or_hang_the_decoder_are_errors_and_the_rest_predicted(
+    trained, tmp_path, monkeypatch
+):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    for name in ("circle", "square"):
+        shutil.copy(trained.raw / "images" / name / "img-004.png", folder / f"{name}.png")
+    (folder / "b-segfault.png").write_bytes(b"\x89PNG" + CRASH_MARK)
+    (folder / "c-loops.png").write_bytes(b"\x89PNG" + HANG_MARK)
+    monkeypatch.setattr(predict, "standardize_file", misbehaving(predict.standardize_file))
+    for workers in (1, 2):
+        report = predict.run([str(folder)], trained.model, 1, 256, workers, timeout=1)
+        assert [p["top_k"][0]["label"] for p in report.predictions] == ["circle", "square"]
+        reasons = {e["path"].rsplit("/", 1)[1]: e["reason"] for e in report.errors}
+        assert reasons["b-segfault.png"].startswith("crashed: the decoding process was killed")
+        assert reasons["c-loops.png"] == (
+            "timeout: decoding took longer than the limit of 1 s "
+            "(raise --timeout if the file is sound but slow)"
+        )

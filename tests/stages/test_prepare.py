@@ -12,7 +12,8 @@ from imgpipe.params import PrepareParams, parse_params
 from imgpipe.shards import read_images, read_manifest
 from stages import prepare
 from tests.conftest import class_image, layout_of, tree_bytes
-from tests.imgpipe.test_images import png_header_only
+from tests.imgpipe.test_images import in_srgb, png_chunks, png_header_only, wide_gamut_profile
+from tests.imgpipe.test_parallel import CRASH_MARK, HANG_MARK, fork_only, misbehaving
 
 
 def _run(raw_dir, tmp_path, **overrides):
@@ -253,3 +254,47 @@ def test_a_source_with_its_own_split_marks_it_in_the_manifest(raw_dir, tmp_path,
     manifest = read_manifest(tmp_path / "prepared").set_index("origin")
     for item in marked:
         assert manifest.loc[item.origin, "source_split"] == item.split
+
+
+@fork_only
+def test_files_that_kill_or_hang_their_decoder_are_rejected_and_the_rest_kept(
+    raw_dir, tmp_path, monkeypatch
+):
+    circle = raw_dir / "images" / "circle"
+    (circle / "segfault.png").write_bytes(b"\x89PNG" + CRASH_MARK)
+    (circle / "loops.png").write_bytes(b"\x89PNG" + HANG_MARK)
+    monkeypatch.setattr(prepare, "standardize_file", misbehaving(prepare.standardize_file))
+    one, two = tmp_path / "one", tmp_path / "two"
+    _, report = _run(raw_dir, one, workers=1, timeout=1)
+    _run(raw_dir, two, workers=2, timeout=1)
+    rejected = {r["path"]: (r["kind"], r["reason"]) for r in report["rejected"]}
+    assert rejected == {
+        "images/circle/segfault.png": (
+            "crashed",
+            "the decoding process was killed by SIGKILL (the out-of-memory killer, or a kill); "
+            "a decoder crash or running out of memory on this file",
+        ),
+        "images/circle/loops.png": (
+            "timeout",
+            "decoding took longer than the limit of 1 s; "
+            "raise prepare.timeout if the file is sound but slow",
+        ),
+    }
+    assert report["counts_after"] == {"circle": 20, "square": 20, "triangle": 20}
+    assert tree_bytes(one / "prepared") == tree_bytes(two / "prepared")
+    assert tree_bytes(one / "reports") == tree_bytes(two / "reports")
+
+
+def test_an_icc_profile_is_applied_and_not_stored(raw_dir, tmp_path):
+    image = Image.fromarray(np.random.default_rng(5).integers(0, 256, (16, 16, 3), np.uint8))
+    icc = wide_gamut_profile()
+    (raw_dir / "images" / "square" / "wide.png").write_bytes(
+        _encoded(image, "PNG", icc_profile=icc)
+    )
+    _, report = _run(raw_dir, tmp_path, color="rgb")
+    assert report["converted"]["icc_converted"] == 1
+    manifest = read_manifest(tmp_path / "prepared")
+    stored = dict(read_images(tmp_path / "prepared", manifest))
+    wide = manifest.loc[manifest["origin"] == "images/square/wide.png", "id"].item()
+    assert np.array_equal(decode_png_array(stored[wide])[..., :3], np.asarray(in_srgb(image, icc)))
+    assert all(png_chunks(data) <= {b"IHDR", b"IDAT", b"IEND"} for data in stored.values())
