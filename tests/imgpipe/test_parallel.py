@@ -131,5 +131,6 @@ def test_guarded_map_pulls_inputs_a_window_at_a_time():
 
     results = ordered_map(square, inputs(), workers=2, window=10, chunk=4, on_fault=noted)
     assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
-    assert len(pulled) <= 2 * 10 + 1
+    # Up to two windows ahead of what was taken: bounded, although the inputs never end.
+    assert len(pulled) <= 5 + 2 * 10
     results.close()
