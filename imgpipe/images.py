@@ -148,6 +148,24 @@ LumaChoice = Annotated[
 ColorValue = Annotated[Color, BeforeValidator(parse_color)]
 
 
+def _width_and_height(size: object) -> object:
+    # One number is the commonest mistake; say exactly what to write instead.
+    if isinstance(size, int | float | str) and not isinstance(size, bool):
+        raise ValueError(f"give width and height as a list, e.g. [{size}, {size}]")
+    return size
+
+
+def pixel_size(most: int):
+    """The type of a param giving (width, height) in pixels, each from 1 to ``most``."""
+
+    def within(size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 1 or max(size) > most:
+            raise ValueError(f"width and height must be between 1 and {most}")
+        return size
+
+    return Annotated[tuple[int, int], BeforeValidator(_width_and_height), AfterValidator(within)]
+
+
 @validated_dataclass(frozen=True)
 class Standard:
     """What every image is turned into. Saved beside the model so ``predict`` repeats it.

@@ -22,7 +22,15 @@ from pydantic import (
 )
 
 from imgpipe.errors import ParamsError
-from imgpipe.images import ColorMode, ColorValue, Fit, LumaChoice, Resample, Standard
+from imgpipe.images import (
+    ColorMode,
+    ColorValue,
+    Fit,
+    LumaChoice,
+    Resample,
+    Standard,
+    pixel_size,
+)
 from imgpipe.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
@@ -54,8 +62,11 @@ DownloadParams = Annotated[
 ]
 
 
+ImageSize = pixel_size(4096)
+
+
 class PrepareParams(Section):
-    size: tuple[int, int] = Field((32, 32), description="width, height in pixels")
+    size: ImageSize = Field((32, 32), description="width, height in pixels")
     fit: Fit = Field(
         "stretch", description="stretch to size, crop the centre, or pad (letterbox) with fill"
     )
@@ -79,21 +90,6 @@ class PrepareParams(Section):
         le=86400,
         description="seconds one file may take to decode before it is rejected as timeout",
     )
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _width_and_height(cls, size: Any) -> Any:
-        # One number is the commonest mistake; say exactly what to write instead.
-        if isinstance(size, int | float | str) and not isinstance(size, bool):
-            raise ValueError(f"give width and height as a list, e.g. [{size}, {size}]")
-        return size
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
-        if min(size) < 1 or max(size) > 4096:
-            raise ValueError("width and height must be between 1 and 4096")
-        return size
 
     def standard(self) -> Standard:
         """The image standard these params describe: what prepare and predict turn images into."""

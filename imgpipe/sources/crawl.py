@@ -15,7 +15,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from imgpipe.errors import StageError
+from imgpipe.images import pixel_size
 from imgpipe.sources.common import Source, SourceParams, class_folder_items
+
+MinSize = pixel_size(10_000)
 
 
 class CrawlParams(SourceParams):
@@ -23,7 +26,7 @@ class CrawlParams(SourceParams):
     classes: dict[str, list[str]] = Field(description="class name -> search keywords")
     engine: Literal["bing", "google"] = "bing"
     max_per_class: int = Field(100, ge=1, le=10_000)
-    min_size: tuple[int, int] = Field((64, 64), description="smallest width, height kept")
+    min_size: MinSize = Field((64, 64), description="smallest width, height kept")
 
     @field_validator("classes")
     @classmethod
@@ -36,13 +39,6 @@ class CrawlParams(SourceParams):
             if not keywords or not all(k.strip() for k in keywords):
                 raise ValueError(f"class {name!r} needs at least one non-empty keyword")
         return value
-
-    @field_validator("min_size")
-    @classmethod
-    def _sane_size(cls, size: tuple[int, int]) -> tuple[int, int]:
-        if min(size) < 1 or max(size) > 10_000:
-            raise ValueError("width and height must be between 1 and 10000")
-        return size
 
 
 def fetch(params: CrawlParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
