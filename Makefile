@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
+# validate first outside DVC as well: DVC expands params.yaml's YAML aliases whole when it
+# reads dvc.yaml, before any stage runs, so only this way does an alias bomb fail fast.
 repro: setup
+	python -m stages.validate
 	dvc repro
 	@python -c "import json; m = json.load(open('reports/metrics.json')); \
 	print(f\"test accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} (reports/metrics.json)\")"

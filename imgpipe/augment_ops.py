@@ -128,6 +128,26 @@ def build_class_operations(
             f"augment.class_overrides: no class named {', '.join(map(repr, unknown_classes))} "
             f"in the training split; classes: {', '.join(classes)}"
         )
+    shared = _checked_shared(configs, overrides)
+    return {label: _own_list(configs, shared, overrides.get(label, {}), label) for label in classes}
+
+
+def check_operations(
+    configs: list[AugmentOperation], overrides: Mapping[str, Mapping[str, OperationChange | None]]
+) -> None:
+    """Build every operation and every class's overridden list, or raise AugmentConfigError.
+
+    What ``build_class_operations`` checks, except the class names, which only the training
+    split knows: so a wrong name or argument is found before any stage has spent its time.
+    """
+    shared = _checked_shared(configs, overrides)
+    for label, changes in sorted(overrides.items()):
+        _own_list(configs, shared, changes, label)
+
+
+def _checked_shared(
+    configs: list[AugmentOperation], overrides: Mapping[str, Mapping[str, OperationChange | None]]
+) -> list[BuiltOperation]:
     listed = [config.name for config in configs]
     for label, changes in sorted(overrides.items()):
         strays = sorted(set(changes) - set(listed))
@@ -138,27 +158,31 @@ def build_class_operations(
                 "drop or change a listed operation (list it with probability 0 to use it for "
                 "some classes only)"
             )
-    shared = build_operations(configs)
-    result = {}
-    for label in classes:
-        changes = overrides.get(label, {})
-        own = []
-        for config, built in zip(configs, shared, strict=True):
-            if config.name not in changes:
-                own.append(built)
-                continue
-            change = changes[config.name]
-            if change is not None:
-                merged = AugmentOperation(
-                    name=config.name,
-                    probability=config.probability
-                    if change.probability is None
-                    else change.probability,
-                    **{**config.arguments, **change.arguments},
-                )
-                own.append(build_operation(merged, f"augment.class_overrides.{label}"))
-        result[label] = own
-    return result
+    return build_operations(configs)
+
+
+def _own_list(
+    configs: list[AugmentOperation],
+    shared: list[BuiltOperation],
+    changes: Mapping[str, OperationChange | None],
+    label: str,
+) -> list[BuiltOperation]:
+    own = []
+    for config, built in zip(configs, shared, strict=True):
+        if config.name not in changes:
+            own.append(built)
+            continue
+        change = changes[config.name]
+        if change is not None:
+            merged = AugmentOperation(
+                name=config.name,
+                probability=config.probability
+                if change.probability is None
+                else change.probability,
+                **{**config.arguments, **change.arguments},
+            )
+            own.append(build_operation(merged, f"augment.class_overrides.{label}"))
+    return own
 
 
 def sample_seed(seed: int, index: int) -> int:

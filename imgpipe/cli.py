@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from imgpipe.atomic import disk_full_cause
 from imgpipe.errors import StageError
 from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
 
@@ -34,4 +35,16 @@ def run_main(stage: str, body: Callable[[], object]) -> None:
         body()
     except StageError as err:
         log.error("%s", err)
+        sys.exit(2)
+    except Exception as err:
+        # A full disk outside an atomic output (a backup, a log, a temporary file) is still
+        # the user's to fix, not a bug: say where, once, instead of a chain of tracebacks.
+        cause = disk_full_cause(err)
+        if cause is None:
+            raise
+        log.error(
+            "no space left on the disk holding %s: free some (`dvc gc --workspace` removes "
+            "cached versions nothing uses), then rerun; the stage left no half output",
+            cause.filename or "the project or TMPDIR",
+        )
         sys.exit(2)

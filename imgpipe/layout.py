@@ -11,6 +11,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 PARAMS = "params.yaml"
+# Written by `validate` once params.yaml passes every check; `download` depends on it so that
+# no stage starts on params that fail. Its content never varies, so it reruns nothing itself.
+PARAMS_CHECKED = "data/params-checked.json"
 RAW = "data/raw"
 PREPARED = "data/prepared"
 SPLIT = "data/split"
@@ -34,6 +37,7 @@ TRAIN_TIMING = "logs/train-timing.json"
 
 # What each stage writes, as dvc.yaml declares it (outs, metrics and plots together).
 STAGE_OUTPUTS = {
+    "validate": (PARAMS_CHECKED,),
     "download": (RAW,),
     "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW),
     "split": (SPLIT,),
@@ -43,7 +47,8 @@ STAGE_OUTPUTS = {
 }
 # The data each stage reads from the stages before it.
 STAGE_INPUTS = {
-    "download": (),
+    "validate": (PARAMS,),
+    "download": (PARAMS_CHECKED,),
     "prepare": (RAW,),
     "split": (PREPARED,),
     "augment": (PREPARED, SPLIT),
@@ -61,6 +66,7 @@ class Layout:
     """
 
     params: Path = Path(PARAMS)
+    params_checked: Path = Path(PARAMS_CHECKED)
     raw: Path = Path(RAW)
     downloads: Path = Path(DOWNLOADS)
     prepared: Path = Path(PREPARED)

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from imgpipe import bounded_yaml
 from imgpipe.errors import ParamsError
 from imgpipe.images import (
     ColorMode,
@@ -411,9 +412,13 @@ def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Par
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     path = Path(os.fspath(path))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = bounded_yaml.load(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run stages from the project's top folder") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ParamsError(
+            f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
     return parse_params(raw, str(path))

@@ -112,7 +112,8 @@ def test_dvc_yaml_paths_are_the_layouts(stage):
     written = _declared(definition, "outs") | _declared(definition, "metrics")
     written |= _declared(definition, "plots")
     assert written == set(layout.STAGE_OUTPUTS[stage])
-    data_deps = {dep for dep in definition.get("deps", []) if dep.startswith("data/")}
+    code = tuple(f"{package}/" for package in PACKAGES)
+    data_deps = {dep for dep in definition.get("deps", []) if not dep.startswith(code)}
     assert data_deps == set(layout.STAGE_INPUTS[stage])
 
 

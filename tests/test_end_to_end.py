@@ -33,7 +33,10 @@ def project(ran) -> Path:
 
 def test_repro_runs_every_stage_and_writes_metrics(ran):
     project, output = ran
-    assert stages_run(output) == {"download", "prepare", "split", "augment", "train", "evaluate"}
+    assert stages_run(output) == {
+        "validate",
+        *("download", "prepare", "split", "augment", "train", "evaluate"),
+    }
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
@@ -44,6 +47,24 @@ def test_second_repro_runs_nothing(project):
     output = run(["dvc", "repro"], project)
     assert stages_run(output) == set()
     assert "Data and pipelines are up to date" in output
+
+
+def test_a_params_mistake_no_stage_reads_stops_repro_before_any_stage(project):
+    params = project / "params.yaml"
+    original = params.read_text(encoding="utf-8")
+    mistakes = (
+        original + "trian:\n  lr: 0.1\n",
+        original.replace("prepare:\n", "prepare:\n  sizee: 8\n"),
+    )
+    for mistaken in mistakes:
+        params.write_text(mistaken, encoding="utf-8")
+        output = run(["dvc", "repro"], project, expect=255)
+        assert stages_run(output) == {"validate"}, output[-2000:]
+        assert re.search(r"(trian|sizee): unknown key", output), output[-2000:]
+    params.write_text(original, encoding="utf-8")
+    # validate's output comes back byte for byte (or from DVC's run cache): nothing reruns
+    assert stages_run(run(["dvc", "repro"], project)) <= {"validate"}
+    assert "up to date" in run(["dvc", "status"], project)
 
 
 def test_plots_page_references_nothing_outside_the_machine(project, tmp_path):

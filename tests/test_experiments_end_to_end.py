@@ -30,7 +30,8 @@ def project(tmp_path_factory) -> Path:
 
 def test_experiment_with_new_lr_reruns_only_train_and_evaluate(project):
     output = run(["dvc", "exp", "run", "-S", "train.lr=0.0001"], project)
-    assert stages_run(output) == {"train", "evaluate"}
+    # validate checks every edit of params.yaml, and writes what it always writes
+    assert stages_run(output) == {"validate", "train", "evaluate"}
     # The same value in the form YAML reads as a string must work too.
     run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], project)
     listing = run(["dvc", "exp", "show", "--json"], project)
@@ -66,7 +67,7 @@ def test_queued_sweep_runs_with_two_workers_and_lists_everyrun(project):
 def test_changing_an_augment_param_reruns_augment_and_downstream_only(project):
     set_params(project, {"augment": {"per_class": 150}})
     output = run(["dvc", "repro"], project)
-    assert stages_run(output) == {"augment", "train", "evaluate"}
+    assert stages_run(output) == {"validate", "augment", "train", "evaluate"}
 
 
 def test_killed_prepare_or_augment_completes_on_the_next_repro(project):
@@ -80,7 +81,7 @@ def test_killed_prepare_or_augment_completes_on_the_next_repro(project):
     interrupted_prepare = lock_hash(project, "prepare")
     set_params(project, {"augment": {"per_class": 310}})
     kill_when_scratch_appears(project, "data/.augmented.partial", "augment")
-    assert stages_run(run(["dvc", "repro", "augment"], project)) == {"augment"}
+    assert stages_run(run(["dvc", "repro", "augment"], project)) == {"validate", "augment"}
     interrupted_augment = lock_hash(project, "augment")
     assert not list((project / "data").glob(".*.partial"))
     # An uninterrupted forced run gives exactly the same outputs.
