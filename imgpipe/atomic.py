@@ -42,7 +42,7 @@ def _size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if size < 1000:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -57,9 +57,10 @@ def disk_full_message(target: Path, written: int, cause: OSError) -> str:
     where = f" (writing {cause.filename})" if cause.filename else ""
     return (
         f"the disk holding {target} is full{where}: the new output had reached "
-        f"{_human(written)} when it filled and {_human(free)} is free now, so it needs more "
-        f"than {_human(written)} of free space; free some (`dvc gc --workspace` removes "
-        "cached versions that nothing in the workspace uses) or move the project, then rerun"
+        f"{human_size(written)} when it filled and {human_size(free)} is free now, so it needs "
+        f"more than {human_size(written)} of free space; free some (`dvc gc --workspace` "
+        "removes cached versions that nothing in the workspace uses) or move the project, "
+        "then rerun"
     )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 
-from imgpipe.atomic import disk_full_cause
+from imgpipe.atomic import disk_full_cause, human_size
 from imgpipe.errors import StageError
 from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
 
@@ -42,9 +43,12 @@ def run_main(stage: str, body: Callable[[], object]) -> None:
         cause = disk_full_cause(err)
         if cause is None:
             raise
+        where = cause.filename or f"the project ({os.getcwd()}) or TMPDIR"
         log.error(
-            "no space left on the disk holding %s: free some (`dvc gc --workspace` removes "
-            "cached versions nothing uses), then rerun; the stage left no half output",
-            cause.filename or "the project or TMPDIR",
+            "no space left on the disk holding %s (%s free now): free some (`dvc gc "
+            "--workspace` removes cached versions nothing uses), then rerun; the stage left no "
+            "half output",
+            where,
+            human_size(shutil.disk_usage(".").free),
         )
         sys.exit(2)

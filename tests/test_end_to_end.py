@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks.project import set_params
 from tests.pipeline_runs import lock_hash, repro_and_commit, run, stages_run
@@ -82,13 +83,20 @@ def test_second_clean_run_with_one_worker_reproduces_exactly(project):
         project,
         {"prepare": {"workers": 1}, "augment": {"workers": 1}, "check": {"metric_tolerance": 0}},
     )
+    committed = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     output = run(["python", "-m", "imgpipe.repro_check"], project)
     assert re.search(r"(\d+) of \1 outputs and metrics reproduced", output), output[-2000:]
     # Every output, the trained model included, came out byte for byte as committed: only
-    # the untracked settings changed (worker counts and the check's tolerance).
+    # the untracked settings changed (worker counts and the check's tolerance), and with them
+    # the hash of params.yaml that validate records.
     changed = run(["git", "status", "--porcelain"], project)
-    assert changed.strip() == "M params.yaml", changed
-    run(["git", "checkout", "--", "params.yaml"], project)
+    assert set(changed.split()) <= {"M", "params.yaml", "dvc.lock"}, changed
+    rerun = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    for stage, entry in committed.items():
+        assert rerun[stage]["outs"] == entry["outs"], stage
+        moved = [dep["path"] for dep in rerun[stage]["deps"] if dep not in entry["deps"]]
+        assert moved == (["params.yaml"] if stage == "validate" else []), (stage, moved)
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project)
 
 
 def test_repro_check_fails_and_names_a_changed_output(project):

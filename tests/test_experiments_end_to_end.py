@@ -81,7 +81,8 @@ def test_killed_prepare_or_augment_completes_on_the_next_repro(project):
     interrupted_prepare = lock_hash(project, "prepare")
     set_params(project, {"augment": {"per_class": 310}})
     kill_when_scratch_appears(project, "data/.augmented.partial", "augment")
-    assert stages_run(run(["dvc", "repro", "augment"], project)) == {"validate", "augment"}
+    # (validate reruns on the edit, or DVC's run cache restores what it wrote)
+    assert stages_run(run(["dvc", "repro", "augment"], project)) - {"validate"} == {"augment"}
     interrupted_augment = lock_hash(project, "augment")
     assert not list((project / "data").glob(".*.partial"))
     # An uninterrupted forced run gives exactly the same outputs.

@@ -65,3 +65,4 @@ def test_a_stage_that_fills_the_disk_outside_an_output_exits_with_one_message(ca
     assert exit_.value.code == 2
     (record,) = caplog.records
     assert "no space left on the disk holding /project/.train-backup" in record.getMessage()
+    assert "free now" in record.getMessage()

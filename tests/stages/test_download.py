@@ -140,7 +140,7 @@ def test_archive_source_through_dvc_repro(server, tmp_path):
 
     # Up to split: training on an archive's images is the same as on any other source's.
     output = run(["dvc", "repro", "split"], project)
-    assert stages_run(output) == {"download", "prepare", "split"}
+    assert stages_run(output) == {"validate", "download", "prepare", "split"}
     info = json.loads((project / "data" / "prepared" / "info.json").read_text())
     assert info["classes"] == ["a", "b", "c"] and info["count"] == 60
     assert (project / "data" / "raw" / "shapes.zip").read_bytes() == data
