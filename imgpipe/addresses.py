@@ -123,7 +123,10 @@ def target_addresses(url: str) -> list[str]:
 
     Raises ``NameNotFound`` when the host does not resolve.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # an unclosed IPv6 bracket, say
+        raise TargetRefused(f"it is not a valid URL ({err})") from None
     if parts.scheme.lower() not in SCHEMES:
         scheme = f"{parts.scheme}://" if parts.scheme else "no scheme"
         raise TargetRefused(f"it is {scheme}, and a download reads only http:// and https://")
@@ -152,7 +155,7 @@ def check_target(url: str, origin: str | None) -> list[str]:
     Every address counts, not only the first: a connection may use any of them.
     """
     addresses = target_addresses(url)
-    host = urlsplit(url).hostname
+    host = urlsplit(url).hostname  # valid: target_addresses read it
     for address in addresses:
         reason = address_refusal(address, origin)
         if reason:

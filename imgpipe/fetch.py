@@ -410,12 +410,19 @@ class _Download:
                 allow_redirects=False,
                 auth=auth if auth[0] else None,
             )
-            location = self.session.get_redirect_target(response)
+            location = _redirect_target(response)
             if location is None:
                 return response
             response.close()  # never read a redirect's body: it could be endless
-            following = urljoin(current, requote_uri(location))
-            if self.session.should_strip_auth(current, following):
+            try:
+                following = urljoin(current, requote_uri(location))
+                strip = self.session.should_strip_auth(current, following)
+            except ValueError:
+                raise FetchError(
+                    f"downloading {self.shown}: the server redirects to {redact_text(location)!r}, "
+                    "which is not a valid address; check download.url."
+                ) from None
+            if strip:
                 auth = ("", "")  # as a browser does: credentials stay with their host
             log.debug("%s redirects to %s", redact_url(current), redact_url(following))
             current = following
@@ -568,6 +575,16 @@ class _Download:
             if limit is not None and received > limit:
                 raise FetchError(f"{self.shown} sends more than the {limit} bytes accepted.")
             yield chunk
+
+
+def _redirect_target(response: requests.Response) -> str | None:
+    if not response.is_redirect:
+        return None
+    location = response.headers["Location"]
+    try:  # sent as UTF-8 more often than as the Latin-1 it is read as (requests does the same)
+        return location.encode("latin1").decode("utf8")
+    except UnicodeError:
+        return location
 
 
 def _write(out, chunk: bytes, part: Path) -> None:
@@ -748,6 +765,13 @@ def _shut(sock: socket.socket) -> None:
 # --- the session whose sockets the guard sees ------------------------------------------------
 
 
+class _Session(requests.Session):
+    def resolve_redirects(self, *args, **kwargs):
+        # _Download.open follows redirects; requests would parse each target even so (to
+        # offer it as the response's next request) and fail on a malformed one.
+        return iter(())
+
+
 def _guarded_session(guard: _Guard) -> requests.Session:
     """A requests session whose every new connection is handed to ``guard`` once connected."""
 
@@ -779,7 +803,7 @@ def _guarded_session(guard: _Guard) -> requests.Session:
                 manager.pool_classes_by_scheme = pools
             return manager
 
-    session = requests.Session()
+    session = _Session()
     adapter = Adapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -331,6 +331,10 @@ def connections(monkeypatch):
             "metadata address; a download never",
         ),
         ("http://[::ffff:169.254.169.254]/", r"is a cloud metadata address"),
+        # 169.254.169.254 as one number: the check sees what the connection would reach
+        ("http://2852039166/", r"2852039166 resolves to 169.254.169.254, which is a cloud"),
+        ("//169.254.169.254/", r"redirect to http://169.254.169.254/: "),
+        ("http://[::1", r"redirects to 'http://\[::1', which is not a valid address"),
         ("http://[fe80::1]/", r"fe80::1 is a link-local address"),
         (
             "http://metadata.test/computeMetadata/v1/",
@@ -348,7 +352,14 @@ def test_redirects_are_refused_before_any_connection_to_them(
 ):
     names = {"metadata.test": ["169.254.169.254"], "intranet.test": ["10.1.2.3"]}
     names["public.test"] = ["93.184.216.34"]
-    monkeypatch.setattr(addresses, "resolve", lambda host, port: names[host])
+
+    def resolve(host, port):  # the test names, or numbers only: never a DNS query
+        if host in names:
+            return names[host]
+        infos = socket.getaddrinfo(host, port, flags=socket.AI_NUMERICHOST)
+        return sorted({info[4][0] for info in infos})
+
+    monkeypatch.setattr(addresses, "resolve", resolve)
     monkeypatch.setattr(socket, "getaddrinfo", _only_loopback(socket.getaddrinfo))
     server.behaviour.routes[("GET", "/r")] = (302, {"Location": location}, b"")
     # For the private address, the URL given must look public: a name that resolves so.
