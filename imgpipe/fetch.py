@@ -264,7 +264,7 @@ def fetch_bytes(url: str, settings: FetchSettings, user_url: bool = True) -> byt
 
 
 class _Retriable(Exception):
-    """A failure the network may not repeat; ``hint`` says what to do if it keeps failing."""
+    """A failure another try may not meet; ``hint`` says what to do if it keeps failing."""
 
     def __init__(self, what: str, hint: str = "Check the network and rerun") -> None:
         super().__init__(what)
