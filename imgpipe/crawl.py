@@ -3,22 +3,39 @@
 icrawler finds image URLs (Bing or Google) and downloads them; the downloader here names each
 file by its content's sha256, so a run gives the same names for the same images and a picture
 found twice (under two keywords, or two classes) is kept once, under the first class that
-found it. The URL each image came from is recorded for ``source.json``. Imported only when a
-crawl runs (by ``imgpipe.sources.crawl``), since importing icrawler is slow.
+found it. The URL each image came from is recorded for ``source.json``, its credentials
+hidden. Imported only when a crawl runs (by ``imgpipe.sources.crawl``), since importing
+icrawler is slow.
+
+Each image is fetched by ``imgpipe.fetch`` rather than by icrawler, because a search result
+can point anywhere: a result URL, and every redirect from it, may reach only public
+addresses (never this machine, its network or the cloud's metadata service), each image is
+bounded in size and by the download's rate floor, and the whole crawl by
+``download.deadline``. An image that fails is skipped with a log line naming its URL
+(redacted); a crawl that runs out of time stops with a message.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from icrawler import ImageDownloader
+from PIL import Image
+
+from imgpipe.errors import StageError
+from imgpipe.fetch import DeadlineExceeded, FetchError, FetchSettings, fetch_bytes, redact_url
 
 log = logging.getLogger("imgpipe.crawl")
+
+# Larger than any photo a search engine returns; larger files are not images worth the wait.
+MAX_IMAGE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -30,36 +47,94 @@ class Found:
 
 
 class Registry:
-    """What every crawler thread has kept so far, keyed by content hash."""
+    """What every crawler thread shares: the images kept so far, keyed by content hash, and
+    the bounds of each image's download (``settings``) and of the whole crawl."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: FetchSettings) -> None:
         self.lock = threading.Lock()
         self.by_hash: dict[str, Found] = {}
         self.label = ""
+        self.settings = settings
+        self.deadline_at = time.monotonic() + settings.deadline
+        self.expired = False  # the crawl ran past the deadline
 
     def claim(self, sha256: str, url: str, file: str) -> bool:
         with self.lock:
             if sha256 in self.by_hash:
                 return False
-            self.by_hash[sha256] = Found(self.label, url, sha256, file)
+            self.by_hash[sha256] = Found(self.label, redact_url(url), sha256, file)
             return True
+
+    def image_settings(self) -> FetchSettings | None:
+        """One image's bounds: no retries (other results stand in), what remains of the
+        crawl's deadline; None once that is spent."""
+        remaining = self.deadline_at - time.monotonic()
+        if remaining <= 0:
+            self.expired = True
+            return None
+        return replace(self.settings, retries=0, deadline=remaining, max_bytes=MAX_IMAGE_BYTES)
 
 
 class RecordingDownloader(ImageDownloader):
-    """icrawler's image downloader, with content-hash names, de-duplication and URL records."""
+    """icrawler's image downloader, with content-hash names, de-duplication and URL records,
+    fetching through ``imgpipe.fetch``.
 
-    def __init__(self, thread_num, signal, session, storage, registry: Registry) -> None:
+    ``user_urls`` says the URLs are the user's own (a list they gave), which may be on their
+    own machine or network like any download.url; a search engine's results may not.
+    """
+
+    def __init__(
+        self, thread_num, signal, session, storage, registry: Registry, user_urls: bool = False
+    ) -> None:
         super().__init__(thread_num, signal, session, storage)
         self.registry = registry
+        self.user_urls = user_urls
 
-    def keep_file(self, task, response, min_size=None, max_size=None):
-        if not super().keep_file(task, response, min_size=min_size, max_size=max_size):
+    def download(self, task, default_ext, timeout=5, max_retry=3, overwrite=False, **kwargs):
+        """Fetch, check and store one image; icrawler's own request options are not used."""
+        task["success"], task["filename"] = False, None
+        settings = self.registry.image_settings()
+        if settings is None or self.signal.get("reach_max_num"):
+            self.signal.set(reach_max_num=True)
             return False
-        digest = hashlib.sha256(response.content).hexdigest()
+        try:
+            data = fetch_bytes(task["file_url"], settings, user_url=self.user_urls)
+        except DeadlineExceeded:
+            self.registry.expired = True
+            self.signal.set(reach_max_num=True)
+            return False
+        except FetchError as err:
+            log.info("skipping an image: %s", err)
+            return False
+        if self.reach_max_num():
+            self.signal.set(reach_max_num=True)
+            return False
+        if not self.keep_image(task, data, **kwargs):
+            return False
+        with self.lock:
+            self.fetched_num += 1
+            filename = self.get_filename(task, default_ext)
+        self.storage.write(filename, data)
+        task["success"], task["filename"] = True, filename
+        return True
+
+    def keep_image(self, task, data: bytes, min_size=None, max_size=None, **_) -> bool:
+        """An image Pillow can size, within the size limits, not kept before."""
+        shown = redact_url(task["file_url"])
+        try:
+            size = Image.open(io.BytesIO(data)).size
+        except Exception:  # anything at all from a stranger's file: not an image we keep
+            log.info("skipping %s: not an image Pillow can read", shown)
+            return False
+        if (min_size and not self._size_gt(size, min_size)) or (
+            max_size and not self._size_lt(size, max_size)
+        ):
+            return False
+        digest = hashlib.sha256(data).hexdigest()
         task["sha256"] = digest
         file = self._name(task, digest)
         if not self.registry.claim(digest, task["file_url"], file):
-            log.info("dropping a duplicate image from %s", task["file_url"])
+            log.info("dropping a duplicate image from %s", shown)
             return False
         return True
 
@@ -106,9 +181,11 @@ def crawl_classes(
     max_per_class: int,
     min_size: tuple[int, int],
     images_dir: Path,
+    settings: FetchSettings,
 ) -> list[Found]:
-    """Crawl every class's keywords in turn until it has ``max_per_class`` new images."""
-    registry = Registry()
+    """Crawl every class's keywords in turn until it has ``max_per_class`` new images, each
+    image fetched within ``settings``, all of them within its deadline."""
+    registry = Registry(settings)
     crawl = ENGINES[engine]
     for label in sorted(classes):
         registry.label = label
@@ -120,6 +197,12 @@ def crawl_classes(
                 break
             log.info("%s: searching %s for %r", label, engine, keyword)
             crawl(root, registry, keyword, max_per_class - have, tuple(min_size))
+            if registry.expired:
+                raise StageError(
+                    f"the {engine} crawl did not finish within download.deadline "
+                    f"({settings.deadline:g} s), at class {label!r}, keyword {keyword!r}. Raise "
+                    "download.deadline, or ask for fewer images (download.max_per_class)."
+                )
     found = sorted(registry.by_hash.values(), key=lambda f: (f.label, f.file))
     kept, per_label = [], dict.fromkeys(classes, 0)
     for item in found:

@@ -1,13 +1,14 @@
 """A small HTTP server on 127.0.0.1 that tests start with data they make.
 
 It serves files from a dict, honours Range requests (unless told not to), can drop the
-connection part-way through a response, and records every request so tests can check what
-a client sent.
+connection part-way through a response, hands a path to a function of the test's own (to
+drip, stall or lie), and records every request so tests can check what a client sent.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,6 +22,10 @@ class Behaviour:
     # (method, path) -> (status, headers, body); answered before files are looked up
     routes: dict[tuple[str, str], tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
     requests: list[dict] = field(default_factory=list)
+    # path -> function(handler) that writes the whole answer itself, raw
+    handlers: dict[str, Callable[[BaseHTTPRequestHandler], None]] = field(default_factory=dict)
+    # set when the server stops, so a handler that drips or stalls ends with it
+    closing: threading.Event = field(default_factory=threading.Event)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -41,6 +46,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
+        handler = self.behaviour.handlers.get(self.path.split("?")[0])
+        if handler is not None:
+            try:
+                handler(self)
+            except OSError:  # the client gave up: what the test wanted to see
+                self.close_connection = True
+            return
         if self._answer_route("GET"):
             return
         path = self.path.split("?")[0]
@@ -95,7 +107,10 @@ class LocalServer:
         self.behaviour = Behaviour()
         handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: stopping the server waits up to one.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def root(self) -> str:
@@ -110,5 +125,6 @@ class LocalServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.behaviour.closing.set()
         self._server.shutdown()
         self._server.server_close()

@@ -24,7 +24,7 @@ from PIL import Image
 from pydantic import Field
 
 from imgpipe.archives import Archive
-from imgpipe.errors import StageError
+from imgpipe.errors import RawDataError
 from imgpipe.fetch import redact_url
 from imgpipe.raw import RawItem
 from imgpipe.sources.common import (
@@ -59,7 +59,7 @@ PYTHON_BATCH = re.compile(r"^(?:.*/)?(data_batch_[1-5]|test_batch)$")
 BINARY_BATCH = re.compile(r"^(?:.*/)?(data_batch_[1-5]|test_batch)\.bin$")
 
 
-class CifarError(StageError):
+class CifarError(RawDataError):
     """The archive is not CIFAR-10 in either of its published layouts."""
 
 
@@ -75,60 +75,121 @@ class Batch:
         return "test" if self.name == TEST_BATCH else None
 
 
-def _numpy_reconstruct():
+def _numpy_multiarray(name: str):
     try:
-        from numpy._core.multiarray import _reconstruct
+        from numpy._core import multiarray
     except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
+        from numpy.core import multiarray
+    return getattr(multiarray, name)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Builds numpy arrays and plain containers; refuses every other global."""
+    """Builds numpy arrays and scalars and plain containers; refuses every other global."""
 
     def find_class(self, module: str, name: str):
         if (module, name) == ("_codecs", "encode"):
             import codecs
 
             return codecs.encode
-        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return _numpy_reconstruct()
+        # An array is rebuilt by _reconstruct, a numpy number (a label in a list) by scalar.
+        if name in ("_reconstruct", "scalar") and module in (
+            "numpy.core.multiarray",
+            "numpy._core.multiarray",
+        ):
+            return _numpy_multiarray(name)
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
 
 
-def load_python_batch(data: bytes, name: str) -> Batch:
+def load_python_batch(data: bytes, name: str, where: str | None = None) -> Batch:
+    """The batch in ``data`` (a python-version pickle); ``where`` names its file in messages."""
+    where = where or name
     try:
         raw = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise CifarError(f"CIFAR batch {name} cannot be read safely: {err}") from None
+    except Exception as err:  # any way a hostile pickle fails is the same answer
+        raise CifarError(f"CIFAR batch {where} cannot be read safely: {err}") from None
     if not isinstance(raw, dict):
-        raise CifarError(f"CIFAR batch {name} is not a dict")
+        raise CifarError(f"CIFAR batch {where} is not a dict")
     pixels = raw.get(b"data", raw.get("data"))
     labels = raw.get(b"labels", raw.get("labels"))
-    if not isinstance(pixels, np.ndarray) or labels is None:
-        raise CifarError(f"CIFAR batch {name} lacks 'data' or 'labels'")
-    return _batch(name, np.asarray(labels), pixels)
+    if pixels is None or labels is None:
+        raise CifarError(f"CIFAR batch {where} lacks 'data' or 'labels'")
+    return _batch(name, where, labels, pixels)
 
 
-def load_binary_batch(data: bytes, name: str) -> Batch:
+def load_binary_batch(data: bytes, name: str, where: str | None = None) -> Batch:
+    where = where or name
     if len(data) % (PIXELS + 1):
-        raise CifarError(f"CIFAR batch {name} is {len(data)} bytes, not whole 3073-byte records")
+        raise CifarError(f"CIFAR batch {where} is {len(data)} bytes, not whole 3073-byte records")
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, PIXELS + 1)
-    return _batch(name, records[:, 0], records[:, 1:])
+    return _batch(name, where, records[:, 0], records[:, 1:])
 
 
-def _batch(name: str, labels: np.ndarray, pixels: np.ndarray) -> Batch:
-    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != PIXELS:
-        raise CifarError(
-            f"CIFAR batch {name}: data is {pixels.dtype} {pixels.shape}, expected uint8 (N, 3072)"
+def _batch(name: str, where: str, labels: object, pixels: object) -> Batch:
+    if (
+        not isinstance(pixels, np.ndarray)
+        or pixels.dtype != np.uint8
+        or pixels.ndim != 2
+        or pixels.shape[1] != PIXELS
+    ):
+        found = (
+            f"{pixels.dtype} {pixels.shape}"
+            if isinstance(pixels, np.ndarray)
+            else type(pixels).__name__
         )
-    labels = labels.astype(np.int64)
-    if labels.shape != (len(pixels),) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise CifarError(f"CIFAR batch {name}: labels are not {len(pixels)} numbers in 0..9")
+        raise CifarError(
+            f"CIFAR batch {where}: data is {found}, expected uint8 (N, {PIXELS}) numpy array"
+        )
     images = pixels.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1)
-    return Batch(name, labels, np.ascontiguousarray(images))
+    return Batch(name, class_numbers(labels, len(pixels), where), np.ascontiguousarray(images))
+
+
+def class_numbers(labels: object, count: int, where: str) -> np.ndarray:
+    """``labels`` as ``count`` class numbers in 0..9, or a CifarError naming the first bad one.
+
+    The restricted unpickler gives a list of Python or numpy ints, or a numpy array; a bool,
+    float, bytes or anything else is refused rather than converted, since converting would
+    quietly turn 1.9 into class 1 or a bytes string into its character codes.
+    """
+    what = f"CIFAR batch {where}: labels"
+    classes = len(CLASSES)
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1:
+            raise CifarError(f"{what} are an array of shape {labels.shape}, not one per image")
+        if not np.issubdtype(labels.dtype, np.integer):
+            first = f" (labels[0] is {_shown(labels[0])})" if len(labels) else ""
+            raise CifarError(f"{what} are a {labels.dtype} array, not integers{first}")
+        outside = np.flatnonzero((labels < 0) | (labels >= classes))
+        bad = int(outside[0]) if outside.size else None
+    elif isinstance(labels, list | tuple):
+        bad = None
+        for index, label in enumerate(labels):
+            if not isinstance(label, int | np.integer) or isinstance(label, bool):
+                raise CifarError(
+                    f"{what}[{index}] is {_shown(label)} ({type(label).__name__}), not an "
+                    f"integer: labels must be class numbers in 0..{classes - 1}"
+                )
+            if bad is None and not 0 <= label < classes:
+                bad = index
+    else:
+        raise CifarError(
+            f"{what} are {type(labels).__name__} ({_shown(labels)}), not a list of class "
+            f"numbers in 0..{classes - 1}"
+        )
+    if len(labels) != count:
+        raise CifarError(f"{what}: {len(labels)} labels for {count} images")
+    if bad is not None:
+        raise CifarError(
+            f"{what}[{bad}] is {_shown(labels[bad])}, outside 0..{classes - 1}: labels must "
+            f"be class numbers in 0..{classes - 1}"
+        )
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _shown(value: object) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def batch_members(archive: Archive) -> list[tuple[str, str, bool]]:
@@ -154,7 +215,9 @@ def read_batches(archive: Archive) -> list[Batch]:
     batches = []
     for member, name, binary in batch_members(archive):
         data = archive.read(member)
-        batches.append(load_binary_batch(data, name) if binary else load_python_batch(data, name))
+        where = f"{archive.path.name}/{member}"
+        load = load_binary_batch if binary else load_python_batch
+        batches.append(load(data, name, where))
     return batches
 
 

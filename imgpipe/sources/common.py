@@ -18,7 +18,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from imgpipe.archives import Archive, Limits, copy_file
 from imgpipe.errors import RawDataError, StageError
-from imgpipe.fetch import Fetched, FetchSettings, fetch
+from imgpipe.fetch import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MIN_RATE_KBPS,
+    KB,
+    RATE_WINDOW,
+    Fetched,
+    FetchSettings,
+    fetch,
+)
 from imgpipe.labels import (
     CLUTTER,
     IGNORED_NAMES,
@@ -38,6 +46,17 @@ class SourceParams(BaseModel):
 
     timeout: float = Field(60, gt=0, le=3600, description="seconds without data before a retry")
     retries: int = Field(5, ge=0, le=100)
+    deadline: float = Field(
+        DEFAULT_DEADLINE,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="seconds a whole download may take, retries and waits included",
+    )
+    min_rate_kbps: float = Field(
+        DEFAULT_MIN_RATE_KBPS,
+        ge=0,
+        description=f"KB/s below which, over {RATE_WINDOW:g} s, a download is given up; 0: never",
+    )
 
 
 class ArchiveSourceParams(SourceParams):
@@ -103,8 +122,17 @@ def download_url(
     params: SourceParams, url: str, sha256: str | None, downloads: Path, fallback: str
 ) -> Fetched:
     """The verified file at ``url``, downloaded into ``downloads`` (or reused from there)."""
-    settings = FetchSettings(read_timeout=params.timeout, retries=params.retries)
-    return fetch(url, downloads / _file_name(url, fallback), sha256, settings)
+    return fetch(url, downloads / _file_name(url, fallback), sha256, fetch_settings(params))
+
+
+def fetch_settings(params: SourceParams) -> FetchSettings:
+    """The bounds of a download, as the ``download`` keys set them."""
+    return FetchSettings(
+        read_timeout=params.timeout,
+        retries=params.retries,
+        deadline=params.deadline,
+        min_rate=params.min_rate_kbps * KB,
+    )
 
 
 def keep_archive(fetched: Fetched, out_dir: Path, name: str, own_copy: bool) -> None:

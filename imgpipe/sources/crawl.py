@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from imgpipe.errors import StageError
 from imgpipe.images import pixel_size
-from imgpipe.sources.common import Source, SourceParams, class_folder_items
+from imgpipe.sources.common import Source, SourceParams, class_folder_items, fetch_settings
 
 MinSize = pixel_size(10_000)
 
@@ -45,7 +45,12 @@ def fetch(params: CrawlParams, out_dir: Path, downloads_dir: Path) -> dict[str, 
     from imgpipe import crawl  # imports icrawler
 
     found = crawl.crawl_classes(
-        params.classes, params.engine, params.max_per_class, params.min_size, out_dir / "images"
+        params.classes,
+        params.engine,
+        params.max_per_class,
+        params.min_size,
+        out_dir / "images",
+        fetch_settings(params),
     )
     counts = {label: sum(1 for f in found if f.label == label) for label in sorted(params.classes)}
     empty = [label for label, n in counts.items() if n == 0]

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import requests
+import urllib3
 from pydantic import Field, field_validator, model_validator
 
 from imgpipe.errors import StageError
-from imgpipe.fetch import verified_file
+from imgpipe.fetch import redact_text, verified_file
 from imgpipe.sources.common import (
     ArchiveSourceParams,
     LabelPattern,
@@ -214,7 +216,32 @@ def _explain(err: Exception, ref: KaggleRef) -> KaggleError:
             f"Kaggle has no{file} {what} (HTTP 404): check download.competition, "
             "download.dataset and download.file against the page's Data tab"
         )
-    return KaggleError(f"Kaggle download of {what} failed: {type(err).__name__}: {err}")
+    # The package's errors can hold the signed download URL: never shown as it is.
+    text = redact_text(str(err))[:300]
+    if isinstance(err, requests.exceptions.SSLError):
+        return KaggleError(
+            f"the TLS (https) connection to Kaggle failed ({text}): check this machine's clock; "
+            "behind a proxy that inspects TLS, point REQUESTS_CA_BUNDLE at your "
+            "organisation's CA bundle"
+        )
+    timeouts = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    if isinstance(err, timeouts):
+        return KaggleError(
+            f"Kaggle did not answer in time while downloading the {what} ({text}): check the "
+            "network and rerun `dvc repro`"
+        )
+    connection = (requests.ConnectionError, urllib3.exceptions.HTTPError, ConnectionError)
+    if isinstance(err, connection):
+        return KaggleError(
+            f"cannot reach Kaggle to download the {what} ({text}): a Kaggle source needs the "
+            "internet; check the network (and HTTPS_PROXY behind a proxy) and rerun `dvc repro`"
+        )
+    if status == 429 or (status or 0) >= 500:
+        return KaggleError(
+            f"Kaggle failed to send the {what} (HTTP {status}): its servers are busy or "
+            "failing; rerun `dvc repro` later"
+        )
+    return KaggleError(f"Kaggle download of {what} failed: {type(err).__name__}: {text}")
 
 
 def fetch(params: KaggleParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from imgpipe.archives import Archive
+from imgpipe.errors import RawDataError
 from imgpipe.fetch import ChecksumMismatch
 from imgpipe.images import decode_png_array
 from imgpipe.params import PrepareParams, parse_params
@@ -162,3 +163,78 @@ def test_cifar_items_are_lossless_pngs_with_the_test_batch_marked(tmp_path):
     unnamed = cifar10.list_items(raw, source)
     assert {i.label for i in unnamed} <= set(cifar10.CLASSES)
     assert next(i for i in unnamed if i.origin == item.origin).label == item.label
+
+
+def _pickled(labels, data):
+    """A python-version batch as its pickle, built from whatever the test gives."""
+    return pickle.dumps({b"data": data, b"labels": labels}, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "labels,expected",
+    [
+        ([0, 1.9], r"labels\[1\] is 1.9 \(float\), not an integer"),
+        ([True, 0], r"labels\[0\] is True \(bool\), not an integer"),
+        (b"\x01\x02", r"labels are bytes \(b'\\x01\\x02'\), not a list of class numbers"),
+        ({0: 1, 1: 2}, r"labels are dict \(\{0: 1, 1: 2\}\)"),
+        ("12", r"labels are str"),
+        ([0, "3"], r"labels\[1\] is '3' \(str\)"),
+        ([0, None], r"labels\[1\] is None \(NoneType\)"),
+        ([0, [1]], r"labels\[1\] is \[1\] \(list\)"),
+        ([0, -1], r"labels\[1\] is -1, outside 0..9"),
+        ([3, 10], r"labels\[1\] is 10, outside 0..9"),
+        ([0, 2**70], r"labels\[1\] is 1180591620717411303424, outside 0..9"),
+        (np.array([1.0, 2.0]), r"labels are a float64 array, not integers \(labels\[0\] is 1.0\)"),
+        (np.array([True, False]), r"labels are a bool array, not integers"),
+        (np.array([[1, 2]]), r"labels are an array of shape \(1, 2\), not one per image"),
+        (np.array([1, 255], np.uint8), r"labels\[1\] is 255, outside 0..9"),
+        ([np.float32(1.5), 0], r"labels\[0\] is 1.5 \(float32\)"),
+    ],
+)
+def test_labels_that_are_not_class_numbers_are_refused_naming_the_first(labels, expected):
+    with pytest.raises(cifar10.CifarError, match=r"CIFAR batch data_batch_1: " + expected):
+        cifar10.load_python_batch(_pickled(labels, np.zeros((2, 3072), np.uint8)), "data_batch_1")
+
+
+def test_labels_of_python_or_numpy_integers_are_read():
+    pixels = np.zeros((3, 3072), np.uint8)
+    readable = [
+        [0, 9, 4],
+        (0, 9, 4),
+        [np.int64(0), np.uint8(9), 4],
+        np.array([0, 9, 4]),
+        np.array([0, 9, 4], np.uint8),
+        np.array([0, 9, 4], ">i4"),
+    ]
+    for labels in readable:
+        batch = cifar10.load_python_batch(_pickled(labels, pixels), "test_batch")
+        assert batch.labels.tolist() == [0, 9, 4] and batch.labels.dtype == np.int64
+    with pytest.raises(cifar10.CifarError, match=r"2 labels for 3 images"):
+        cifar10.load_python_batch(_pickled([0, 1], pixels), "test_batch")
+
+
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        (np.zeros((2, 3072), np.float32), r"data is float32 \(2, 3072\)"),
+        (np.zeros((2, 3, 32, 32), np.uint8), r"data is uint8 \(2, 3, 32, 32\)"),
+        ([[0] * 3072] * 2, r"data is list"),
+        (b"\0" * 6144, r"data is bytes"),
+    ],
+)
+def test_data_that_is_not_uint8_rows_of_3072_is_refused(data, expected):
+    with pytest.raises(cifar10.CifarError, match=expected + r", expected uint8 \(N, 3072\)"):
+        cifar10.load_python_batch(_pickled([0, 1], data), "data_batch_2")
+
+
+def test_a_bad_batch_in_an_archive_names_the_archive_and_member(tmp_path):
+    batch = _pickled([0, 1.9], np.zeros((2, 3072), np.uint8))
+    good = _pickled([0, 1], np.zeros((2, 3072), np.uint8))
+    members = {f"cifar-10-batches-py/data_batch_{i}": good for i in range(1, 6)}
+    members["cifar-10-batches-py/test_batch"] = batch
+    (tmp_path / "c.tar.gz").write_bytes(make_tar(members))
+    with (
+        Archive(tmp_path / "c.tar.gz") as archive,
+        pytest.raises(RawDataError, match=r"c.tar.gz/cifar-10-batches-py/test_batch: labels\[1\]"),
+    ):
+        cifar10.read_batches(archive)

@@ -173,3 +173,13 @@ def test_dataset_urls_and_folder_names():
     ref = KaggleRef(None, "owner/pets", None)
     assert ref.url == "https://www.kaggle.com/datasets/owner/pets"
     assert ref.folder_name == "owner__pets"
+
+
+def test_kaggle_unreachable_is_a_message_without_the_signed_url(kaggle_server, tmp_path):
+    signed = "http://127.0.0.1:9/files/train.zip?X-Goog-Signature=S1GNED&X-Goog-Credential=C"
+    kaggle_server.behaviour.routes[DOWNLOAD_ROUTE] = (302, {"Location": signed}, b"")
+    params = parse_params({"download": {"source": "kaggle"}}).download
+    expected = r"cannot reach Kaggle to download the competition 'dogs-vs-cats'.*needs the internet"
+    with pytest.raises(StageError, match=expected) as err:
+        download.run(params, layout_of(tmp_path, raw=tmp_path / "raw", downloads=tmp_path / "dl"))
+    assert "S1GNED" not in str(err.value) and KEY not in str(err.value)
