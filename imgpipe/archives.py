@@ -32,6 +32,7 @@ members with one normalized name refuse the archive, since one of them would be 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gzip
 import os
 import shutil
@@ -321,8 +322,7 @@ class Archive:
             return max(behind, key=lambda s: s.position)
         if len(self._streams) >= MAX_STREAMS:
             return None
-        raw = gzip.open(self.path, "rb")  # noqa: SIM115 (closed by close())
-        stream = _Forward(raw, self._tar_end, self.path.name)
+        stream = _Forward(_Gunzip(self.path), self._tar_end, self.path.name)
         self._streams.append(stream)
         return stream
 
@@ -340,8 +340,8 @@ class Archive:
             stream.close()
         self._streams = []
         self._inflated = tempfile.TemporaryFile(prefix="imgpipe-archive-")  # noqa: SIM115
-        with gzip.open(self.path, "rb") as source:
-            stream = _Forward(source, self._tar_end, self.path.name)
+        stream = _Forward(_Gunzip(self.path), self._tar_end, self.path.name)
+        with contextlib.closing(stream):
             while stream.position < self._tar_end:
                 chunk = stream.read(min(CHUNK, self._tar_end - stream.position))
                 if not chunk:
@@ -486,11 +486,11 @@ class Archive:
             self._tar_file = open(self.path, "rb")  # noqa: SIM115
             raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115
         else:
-            raw = gzip.open(self.path, "rb")  # noqa: SIM115 (closed below)
+            raw = _Gunzip(self.path)
         stream = _Forward(
             raw, self._tar_budget(), self.path.name, scan, self.format == "tar", MAX_HEADER_BYTES
         )
-        with raw:
+        with contextlib.closing(stream):
             members = self._read_tar_headers(stream)
             self._check_tar_end(stream, members)
         if scan is not None:
@@ -532,6 +532,10 @@ class Archive:
                 self._check_total(count, total)
             self._end = tar.offset
         except tarfile.ReadError as err:
+            if "zlib error" in str(err):  # read ahead: where in the listing tells nothing
+                raise ArchiveError(
+                    f"{self.path.name}: its compressed data is damaged ({err}); {REPACK}"
+                ) from None
             if self._last is not None and "unexpected end of data" in str(err):
                 raise ArchiveError(
                     f"{self.path.name} ends inside member {self._last[0]!r}: the file is "
@@ -690,6 +694,55 @@ class _Forward:
 
     def close(self) -> None:
         self._raw.close()
+
+
+class _Gunzip:
+    """A gzip file's decompressed bytes, read front to back in large pieces.
+
+    ``gzip.GzipFile`` in Python 3.11 feeds zlib 8 KiB at a time, whose overhead costs more
+    than the decompression itself. zlib checks each member's CRC and length; members follow
+    one another, and zero padding may follow the last, as gzip allows.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._input = b""
+        self._piece, self._at = b"", 0
+
+    def read(self, size: int) -> bytes:
+        pieces = []
+        while size > 0 and (self._at < len(self._piece) or self._fill()):
+            piece = self._piece[self._at : self._at + size]
+            self._at += len(piece)
+            size -= len(piece)
+            pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _fill(self) -> bool:
+        while True:
+            if self._inflater.eof:
+                rest = self._inflater.unused_data.lstrip(b"\0")
+                while not rest:
+                    more = self._file.read(CHUNK)
+                    if not more:
+                        return False  # the end, after whole members and zero padding
+                    rest = more.lstrip(b"\0")
+                if not rest.startswith(b"\x1f\x8b"):
+                    raise gzip.BadGzipFile("data after the end of the gzip stream")
+                self._inflater, self._input = zlib.decompressobj(16 + zlib.MAX_WBITS), rest
+            if not self._input:
+                self._input = self._file.read(CHUNK)
+                if not self._input:
+                    raise EOFError("the compressed stream ends before its end marker")
+            piece = self._inflater.decompress(self._input, CHUNK)
+            self._input = self._inflater.unconsumed_tail
+            if piece:
+                self._piece, self._at = piece, 0
+                return True
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _HeaderScan:

@@ -90,20 +90,20 @@ class _Budget:
     """The total size of the inputs in flight, against its limit (none: no limit)."""
 
     def __init__(self, size: Callable[[Any], int] | None, limit: int | None) -> None:
-        self._size = size if limit is not None else None
-        self._limit = limit or 0
+        self.size = size
+        self.limit = limit if size is not None else None
         self._used = 0
 
     def full(self) -> bool:
-        return self._size is not None and self._used >= self._limit
+        return self.limit is not None and self._used >= self.limit
 
     def take(self, value: Any) -> None:
-        if self._size is not None:
-            self._used += self._size(value)
+        if self.limit is not None:
+            self._used += self.size(value)
 
     def give_back(self, value: Any) -> None:
-        if self._size is not None:
-            self._used -= self._size(value)
+        if self.limit is not None:
+            self._used -= self.size(value)
 
 
 def _take_batch(inputs: Iterator[T], window: int, budget: _Budget) -> list[T]:
@@ -298,7 +298,14 @@ def _guarded_map(
                 if not queue:
                     break
                 step = max(1, min(chunk, -(-len(queue) // len(idle))))
-                indices = [queue.popleft() for _ in range(min(step, len(queue)))]
+                # A chunk's share of the budget too: it is copied into the worker whole.
+                share = _Budget(
+                    budget.size, budget.limit // (2 * workers) if budget.limit else None
+                )
+                indices = []
+                while queue and len(indices) < step and not (indices and share.full()):
+                    indices.append(queue.popleft())
+                    share.take(values[indices[-1]])
                 worker.send(indices, [values[i] for i in indices])
             busy = [w for w in pool if w.todo]
             if not busy:

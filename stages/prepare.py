@@ -57,7 +57,7 @@ PREVIEW_CLASSES = 24
 # Most bytes of file content read ahead and not yet standardized (archive members, which the
 # parent reads): photos of a few MB, or members near download.max_member_mb, then take fewer
 # at a time instead of hundreds. One item always goes, whatever its size.
-IN_FLIGHT_BYTES = 128 * 1024**2
+IN_FLIGHT_BYTES = 64 * 1024**2
 
 # What each file extension promises, to report files whose content is another format.
 EXTENSION_FORMATS = {
