@@ -1,9 +1,10 @@
 """download and the raw reader: what keeping sources as they are costs, against copying.
 
 - Reading every member of a .tar.gz in class order (the order ``prepare`` asks for), through
-  ``imgpipe.raw`` (the gzip stream decompressed once into a temporary file, then random
-  access), against ``tarfile.open(mode="r:gz")`` and ``extractfile`` in the same order, where
-  each backward seek decompresses the stream again from its start.
+  ``imgpipe.raw`` (the members are stored shuffled, so the gzip stream is listed once, then
+  decompressed once into a temporary file for random access), against
+  ``tarfile.open(mode="r:gz")`` and ``extractfile`` in the same order, where each backward
+  seek decompresses the stream again from its start.
 - Taking in a local folder: ours lists it with each file's sha256 and copies nothing; the
   plain way copies the folder into ``data/raw`` (which DVC then hashes and caches once more).
 """

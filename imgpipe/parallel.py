@@ -11,6 +11,10 @@ decoder's segfault, the out-of-memory killer) or runs past ``timeout`` seconds b
 the new one. Each worker reports every input as it finishes it, so the parent always knows
 which input a dead or stuck worker was on, and the outcome does not depend on how inputs were
 grouped into chunks or spread over workers.
+
+Given ``size`` and ``max_size``, the inputs in flight are bounded in bytes too: a window of
+hundreds of inputs that are each large (file contents read by the parent) would otherwise
+hold hundreds of times the largest one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +61,8 @@ def ordered_map(
     *,
     timeout: float | None = None,
     on_fault: Callable[[T, Fault], R] | None = None,
+    size: Callable[[T], int] | None = None,
+    max_size: int | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(x)`` for each input, in order; ``fn`` must be a picklable top-level function.
 
@@ -67,14 +72,60 @@ def ordered_map(
     With ``on_fault``, ``fn`` runs in child processes even for one worker (a crash must not take
     the caller down), each input gets at most ``timeout`` seconds (None: no limit), and a faulty
     input yields ``on_fault(input, fault)`` in its place.
+
+    With ``max_size``, inputs read and not yet yielded total at most ``max_size`` by
+    ``size(input)``, plus the one input that crosses it (one always goes, whatever its size).
     """
     if on_fault is not None:
-        return _guarded_map(fn, iter(inputs), max(1, workers), window, chunk, timeout, on_fault)
-    return _plain_map(fn, iter(inputs), workers, window, chunk)
+        budget = _Budget(size, max_size)
+        return _guarded_map(
+            fn, iter(inputs), max(1, workers), window, chunk, timeout, on_fault, budget
+        )
+    # Two batches are in flight at once: each gets half.
+    half = None if max_size is None else max(1, max_size // 2)
+    return _plain_map(fn, iter(inputs), workers, window, chunk, lambda: _Budget(size, half))
+
+
+class _Budget:
+    """The total size of the inputs in flight, against its limit (none: no limit)."""
+
+    def __init__(self, size: Callable[[Any], int] | None, limit: int | None) -> None:
+        self.size = size
+        self.limit = limit if size is not None else None
+        self._used = 0
+
+    def full(self) -> bool:
+        return self.limit is not None and self._used >= self.limit
+
+    def take(self, value: Any) -> None:
+        if self.limit is not None:
+            self._used += self.size(value)
+
+    def give_back(self, value: Any) -> None:
+        if self.limit is not None:
+            self._used -= self.size(value)
+
+
+def _take_batch(inputs: Iterator[T], window: int, budget: _Budget) -> list[T]:
+    """Up to ``window`` inputs, fewer once they fill the budget."""
+    batch: list[T] = []
+    while len(batch) < window and not (batch and budget.full()):
+        try:
+            value = next(inputs)
+        except StopIteration:
+            break
+        budget.take(value)
+        batch.append(value)
+    return batch
 
 
 def _plain_map(
-    fn: Callable[[T], R], inputs: Iterator[T], workers: int, window: int, chunk: int
+    fn: Callable[[T], R],
+    inputs: Iterator[T],
+    workers: int,
+    window: int,
+    chunk: int,
+    new_budget: Callable[[], _Budget],
 ) -> Iterator[R]:
     if workers <= 1:
         for value in inputs:
@@ -85,7 +136,7 @@ def _plain_map(
         while True:
             # Submit the next window before collecting the previous one, so workers never idle
             # while the parent reads inputs or writes results.
-            batch = list(islice(inputs, window))
+            batch = _take_batch(inputs, window, new_budget())
             step = max(1, min(chunk, -(-len(batch) // workers)))
             submitted = [
                 pool.submit(partial(_apply_all, fn), batch[s : s + step])
@@ -195,6 +246,7 @@ def _guarded_map(
     chunk: int,
     timeout: float | None,
     on_fault: Callable[[T, Fault], R],
+    budget: _Budget,
 ) -> Iterator[R]:
     context = multiprocessing.get_context()
     pool: list[_Worker[T]] = []
@@ -223,15 +275,18 @@ def _guarded_map(
         while True:
             # Read ahead up to two windows, so workers stay busy while results are yielded.
             while not exhausted and taken - yielded < 2 * window:
+                if taken > yielded and budget.full():
+                    break
                 try:
                     values[taken] = next(inputs)
                 except StopIteration:
                     exhausted = True
                     break
+                budget.take(values[taken])
                 queue.append(taken)
                 taken += 1
             while yielded in results:
-                values.pop(yielded)
+                budget.give_back(values.pop(yielded))
                 yield results.pop(yielded)
                 yielded += 1
             if exhausted and yielded == taken:
@@ -243,7 +298,14 @@ def _guarded_map(
                 if not queue:
                     break
                 step = max(1, min(chunk, -(-len(queue) // len(idle))))
-                indices = [queue.popleft() for _ in range(min(step, len(queue)))]
+                # A chunk's share of the budget too: it is copied into the worker whole.
+                share = _Budget(
+                    budget.size, budget.limit // (2 * workers) if budget.limit else None
+                )
+                indices = []
+                while queue and len(indices) < step and not (indices and share.full()):
+                    indices.append(queue.popleft())
+                    share.take(values[indices[-1]])
                 worker.send(indices, [values[i] for i in indices])
             busy = [w for w in pool if w.todo]
             if not busy:

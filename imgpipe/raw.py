@@ -34,6 +34,11 @@ class RawItem:
     path: Path | None = None  # a plain local file, which a worker process can open itself
 
 
+def read_order(item: RawItem) -> tuple[str, str]:
+    """The order prepare reads and writes items in: by label, then origin."""
+    return item.label, item.origin
+
+
 def read_source(raw_dir: Path) -> dict:
     path = Path(raw_dir) / SOURCE_FILE
     if not path.exists():
@@ -57,5 +62,5 @@ def list_items(raw_dir: Path) -> tuple[list[RawItem], list[str]]:
         )
     items = SOURCES[name].list_items(raw_dir, source)
     classes = list(source.get("class_names") or sorted({item.label for item in items}))
-    items.sort(key=lambda item: (item.label, item.origin))
+    items.sort(key=read_order)
     return items, classes

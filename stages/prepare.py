@@ -24,6 +24,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from imgpipe import atomic
+from imgpipe.archives import MemberTooLarge
 from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import (
@@ -53,6 +54,10 @@ log = logging.getLogger("imgpipe.prepare")
 
 PREVIEW_PER_CLASS = 8
 PREVIEW_CLASSES = 24
+# Most bytes of file content read ahead and not yet standardized (archive members, which the
+# parent reads): photos of a few MB, or members near download.max_member_mb, then take fewer
+# at a time instead of hundreds. One item always goes, whatever its size.
+IN_FLIGHT_BYTES = 64 * 1024**2
 
 # What each file extension promises, to report files whose content is another format.
 EXTENSION_FORMATS = {
@@ -88,23 +93,26 @@ class LocalFile(NamedTuple):
 
 
 class ReadFailure(NamedTuple):
+    """An item the parent could not read: its reason and kind go to the report as they are."""
+
     message: str
+    kind: str = "unreadable"
 
 
 Content = bytes | LocalFile | ReadFailure
 
 
-def _read(content: Content) -> bytes:
+def _read(content: bytes | LocalFile) -> bytes:
     if isinstance(content, LocalFile):
         with open(content.path, "rb") as handle:
             return handle.read()
-    if isinstance(content, ReadFailure):
-        raise OSError(content.message)
     return content
 
 
 def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> Outcome:
     """Read, decode and standardize one file; a rejected file carries its reason instead."""
+    if isinstance(content, ReadFailure):
+        return Outcome(None, None, content.message, content.kind)
     try:
         data = _read(content)
     except OSError as err:
@@ -123,8 +131,14 @@ def _content(item: RawItem) -> Content:
         return LocalFile(os.fspath(item.path))
     try:
         return item.read()  # an archive member, say: read where its archive is open
+    except MemberTooLarge as err:
+        return ReadFailure(str(err), "too_large")  # one image's reason; other damage stops
     except OSError as err:
-        return ReadFailure(str(err))
+        return ReadFailure(f"cannot read the file: {err}")
+
+
+def _in_memory(content: Content) -> int:
+    return len(content) if isinstance(content, bytes) else 0
 
 
 def fault_outcome(content: Content, fault: Fault) -> Outcome:
@@ -151,7 +165,15 @@ def standardize_all(
     """
     work = partial(standardize_one, standard=standard, min_side=min_side)
     contents = (_content(item) for item in items)
-    outcomes = ordered_map(work, contents, workers, timeout=timeout, on_fault=fault_outcome)
+    outcomes = ordered_map(
+        work,
+        contents,
+        workers,
+        timeout=timeout,
+        on_fault=fault_outcome,
+        size=_in_memory,
+        max_size=IN_FLIGHT_BYTES,
+    )
     return zip(items, outcomes, strict=True)
 
 

@@ -107,3 +107,97 @@ def make_cifar(per_batch: int, binary: bool = False, seed: int = 0):
     else:
         members[f"{folder}/batches.meta"] = pickle.dumps({b"label_names": []}, protocol=2)
     return make_tar(members), batches
+
+
+def overlap_zip(count: int, unpacked: int) -> bytes:
+    """A zip bomb of overlapping entries (David Fifield's "quoted overlap" construction).
+
+    One deflate blob of ``unpacked`` zeros sits at the end; each entry's compressed data starts
+    with a stored deflate block that quotes the next entry's local header, then runs on
+    through every later entry into the blob. Each entry is a valid deflate stream of its
+    declared size and CRC, so a zip reader that does not compare entry spans unpacks the
+    blob ``count`` times. Built byte by byte: no zip writer makes this.
+    """
+    import struct
+    import zlib
+
+    kernel = zlib.compressobj(9, zlib.DEFLATED, -15)
+    blob = kernel.compress(bytes(unpacked)) + kernel.flush()
+    names = [f"cat/{i:04d}.png".encode() for i in range(count)]
+    # version, flags, method (8: deflate), time, date; then crc, sizes; then name/extra lengths
+    common = (20, 0, 8, 0, 0)
+
+    def local(name: bytes, crc: int, packed: int, size: int) -> bytes:
+        fields = (b"PK\x03\x04", *common, crc, packed, size, len(name), 0)
+        return struct.pack("<4s5H3L2H", *fields) + name
+
+    def central(name: bytes, crc: int, packed: int, size: int, offset: int) -> bytes:
+        fields = (b"PK\x01\x02", 20, *common, crc, packed, size, len(name), 0, 0, 0, 0, 0, offset)
+        return struct.pack("<4s6H3L5H2L", *fields) + name
+
+    def quote(header: bytes) -> bytes:  # a stored, non-final deflate block holding ``header``
+        return struct.pack("<BHH", 0, len(header), 0xFFFF ^ len(header))
+
+    # From the last entry back: each one unpacks to the next one's header, then its content.
+    entries = [(zlib.crc32(bytes(unpacked)), len(blob), unpacked)]  # crc, packed, unpacked
+    headers = [local(names[-1], *entries[0])]
+    for name in reversed(names[:-1]):
+        after = headers[0]
+        _, packed, size = entries[0]
+        crc = zlib.crc32(bytes(unpacked), zlib.crc32(b"".join(headers)))
+        entries.insert(0, (crc, len(quote(after)) + len(after) + packed, len(after) + size))
+        headers.insert(0, local(name, *entries[0]))
+    body, offsets = bytearray(), []
+    for header, following in zip(headers, [*headers[1:], None], strict=True):
+        offsets.append(len(body))
+        body += header + (quote(following) if following else b"")
+    body += blob
+    directory = b"".join(
+        central(name, *entry, offset)
+        for name, entry, offset in zip(names, entries, offsets, strict=True)
+    )
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(body), 0)
+    return bytes(body) + directory + end
+
+
+def tar_with_size(members: dict[str, bytes], name: str, declared: int, compression="") -> bytes:
+    """A tar of ``members`` whose header for ``name`` declares ``declared`` bytes instead.
+
+    The header's checksum is made to match, so only the size field lies.
+    """
+    import gzip
+
+    data = bytearray(make_tar(members, ""))
+    at = 0
+    while data[at : at + 100].rstrip(b"\0").decode() != name:
+        at += 512 + -(-int(data[at + 124 : at + 135], 8) // 512) * 512
+    data[at + 124 : at + 136] = b"%011o\0" % declared
+    data[at + 148 : at + 156] = b" " * 8
+    data[at + 148 : at + 156] = b"%06o\0 " % sum(data[at : at + 512])
+    return gzip.compress(bytes(data), mtime=0) if compression == "gz" else bytes(data)
+
+
+def encrypted_zip(members: dict[str, bytes], name: str) -> bytes:
+    """A zip whose member ``name`` has the encryption flag set, in both of its headers."""
+    data = bytearray(make_zip(members))
+    encoded = name.encode()
+    for signature, flags_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        at = data.find(signature)
+        while data[at + name_at : at + name_at + len(encoded)] != encoded:
+            at = data.find(signature, at + 1)
+        data[at + flags_at] |= 0x1
+    return bytes(data)
+
+
+def zip_with_size(members: dict[str, bytes], name: str, declared: int) -> bytes:
+    """A zip whose member ``name`` declares ``declared`` uncompressed bytes in both headers."""
+    import struct
+
+    data = bytearray(make_zip(members))
+    encoded = name.encode()
+    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        at = data.find(signature)
+        while data[at + name_at : at + name_at + len(encoded)] != encoded:
+            at = data.find(signature, at + 1)
+        data[at + size_at : at + size_at + 4] = struct.pack("<L", declared)
+    return bytes(data)

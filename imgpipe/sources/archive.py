@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from imgpipe.errors import StageError
-from imgpipe.fetch import redact_url, verified_file
+from imgpipe.fetch import ChecksumMismatch, Fetched, redact_url
 from imgpipe.layout import local_path
 from imgpipe.sources.common import (
     ArchiveSourceParams,
@@ -18,6 +18,7 @@ from imgpipe.sources.common import (
     Sha256,
     Source,
     archive_items,
+    copy_hashed,
     download_url,
     inspect_archive,
     keep_archive,
@@ -41,39 +42,55 @@ class ArchiveParams(ArchiveSourceParams):
         return self
 
 
-def _verified(params: ArchiveParams, downloads: Path):
-    """The verified file: downloaded (or reused) for a URL, checked in place for a path."""
-    if params.path:
-        path = local_path(params.path).resolve()
-        if not path.is_file():
-            if path.is_dir():
-                raise StageError(
-                    f"download.path {str(path)!r} is a folder, not an archive: for a folder of "
-                    "images write `source: folder` (and keep `path`, drop `sha256`), or point "
-                    "path at a .zip, .tar or .tar.gz file"
-                )
+def _local_archive(params: ArchiveParams) -> Path:
+    path = local_path(params.path).resolve()
+    if not path.is_file():
+        if path.is_dir():
             raise StageError(
-                f"download.path {str(path)!r} is not a file: point it at a .zip, .tar or "
-                ".tar.gz file (paths relative to the project folder work in every clone)"
+                f"download.path {str(path)!r} is a folder, not an archive: for a folder of "
+                "images write `source: folder` (and keep `path`, drop `sha256`), or point "
+                "path at a .zip, .tar or .tar.gz file"
             )
-        return verified_file(path, params.sha256, str(path))
-    return download_url(params, params.url, params.sha256, downloads, "archive")
+        raise StageError(
+            f"download.path {str(path)!r} is not a file: point it at a .zip, .tar or "
+            ".tar.gz file (paths relative to the project folder work in every clone)"
+        )
+    return path
+
+
+def _kept(params: ArchiveParams, out_dir: Path, downloads: Path) -> Fetched:
+    """The verified archive in data/raw, a file of ours: what download checks, prepare reads.
+
+    A local file is copied and hashed in one read, so replacing it at any moment cannot put
+    unverified bytes in data/raw; a download is verified in our downloads folder and linked.
+    """
+    if params.url:
+        fetched = download_url(params, params.url, params.sha256, downloads, "archive")
+        return keep_archive(fetched, out_dir, fetched.path.name)
+    path = _local_archive(params)
+    kept = copy_hashed(path, out_dir / path.name)
+    if kept.sha256 != params.sha256:
+        kept.path.unlink()
+        raise ChecksumMismatch(
+            f"{path}: sha256 is {kept.sha256}, expected {params.sha256}. The file is not the "
+            "one the params name, or it changed while it was copied; check download.path and "
+            "download.sha256 in params.yaml."
+        )
+    return kept
 
 
 def fetch(params: ArchiveParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
-    fetched = _verified(params, downloads_dir)
-    name = fetched.path.name
-    description = inspect_archive(fetched.path, params.label_pattern, limits(params))
-    keep_archive(fetched, out_dir, name, own_copy=not params.path)
+    kept = _kept(params, out_dir, downloads_dir)
+    description = inspect_archive(kept.path, params.label_pattern, limits(params))
     return {
         "kind": "archive",
         "url": redact_url(params.url),
         # As written: a path relative to the project reads the same in every clone.
         "path": None if params.url else Path(params.path).as_posix(),
-        "sha256": fetched.sha256,
-        "bytes": fetched.size,
+        "sha256": kept.sha256,
+        "bytes": kept.size,
         "layout": "archive",
-        "archive": name,
+        "archive": kept.path.name,
         **description,
     }
 

@@ -213,7 +213,9 @@ def batch_members(archive: Archive) -> list[tuple[str, str, bool]]:
 
 def read_batches(archive: Archive) -> list[Batch]:
     batches = []
-    for member, name, binary in batch_members(archive):
+    members = batch_members(archive)
+    archive.expect_reads(member for member, _, _ in members)
+    for member, name, binary in members:
         data = archive.read(member)
         where = f"{archive.path.name}/{member}"
         load = load_binary_batch if binary else load_python_batch
@@ -232,7 +234,7 @@ def fetch(params: Cifar10Params, out_dir: Path, downloads_dir: Path) -> dict[str
     archive_limits = limits(params)
     with Archive(fetched.path, archive_limits) as archive:
         batches = read_batches(archive)
-    keep_archive(fetched, out_dir, fetched.path.name, own_copy=True)
+    keep_archive(fetched, out_dir, fetched.path.name)
     splits: dict[str, int] = {}
     for batch in batches:
         split = batch.split or "train"

@@ -6,8 +6,8 @@ Not a source itself; ``imgpipe.sources`` registers the modules beside it.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from imgpipe.archives import Archive, Limits, copy_file
+from imgpipe.archives import MAX_MEMBER_BYTES, Archive, Limits, copy_file
 from imgpipe.errors import RawDataError, StageError
 from imgpipe.fetch import (
     DEFAULT_DEADLINE,
@@ -36,7 +36,7 @@ from imgpipe.labels import (
     is_clutter,
     rule_for,
 )
-from imgpipe.raw import RawItem
+from imgpipe.raw import RawItem, read_order
 
 
 class SourceParams(BaseModel):
@@ -64,6 +64,11 @@ class ArchiveSourceParams(SourceParams):
 
     max_members: int = Field(1_000_000, ge=1, description="archives: most members accepted")
     max_total_gb: float = Field(64, gt=0, description="archives: most uncompressed bytes, in GB")
+    max_member_mb: float = Field(
+        MAX_MEMBER_BYTES / 1024**2,
+        gt=0,
+        description="archives: largest member read, in MB; a larger one is rejected as too_large",
+    )
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,19 @@ LabelPattern = Annotated[str, AfterValidator(_compiles)]
 
 def limits(params: ArchiveSourceParams) -> Limits:
     return Limits(
-        max_members=params.max_members, max_total_bytes=int(params.max_total_gb * 1024**3)
+        max_members=params.max_members,
+        max_total_bytes=int(params.max_total_gb * 1024**3),
+        max_member_bytes=int(params.max_member_mb * 1024**2),
     )
 
 
 def limits_record(limits: Limits) -> dict[str, int]:
     """The limits as ``source.json`` records them, so prepare opens the archive the same way."""
-    return {"max_members": limits.max_members, "max_total_bytes": limits.max_total_bytes}
+    return {
+        "max_members": limits.max_members,
+        "max_total_bytes": limits.max_total_bytes,
+        "max_member_bytes": limits.max_member_bytes,
+    }
 
 
 def _file_name(url: str, fallback: str) -> str:
@@ -135,14 +146,28 @@ def fetch_settings(params: SourceParams) -> FetchSettings:
     )
 
 
-def keep_archive(fetched: Fetched, out_dir: Path, name: str, own_copy: bool) -> None:
-    """Put the verified file into data/raw: hard-linked from our own downloads folder (no
-    second copy of a large archive), copied from a user's file (so nothing DVC does to its
-    output, such as making it read-only, can reach the user's original)."""
-    if own_copy:
-        copy_file(fetched.path, out_dir / name)
-    else:
-        shutil.copyfile(fetched.path, out_dir / name)
+def keep_archive(fetched: Fetched, out_dir: Path, name: str) -> Fetched:
+    """The verified file from our own downloads folder, hard-linked into data/raw (no second
+    copy of a large archive). A user's own file goes through ``copy_hashed`` instead."""
+    copy_file(fetched.path, out_dir / name)
+    return Fetched(out_dir / name, fetched.sha256, fetched.size)
+
+
+def copy_hashed(source: Path, target: Path) -> Fetched:
+    """Copy a user's file into ``target``, hashing the bytes as they are copied.
+
+    One read: the checksum is that of the copy, even if the file is replaced or rewritten
+    meanwhile, so checking it checks what prepare will read. A copy, never a link, so nothing
+    DVC does to its output (making it read-only, say) can reach the user's original.
+    """
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while chunk := reader.read(1 << 20):
+            digest.update(chunk)
+            writer.write(chunk)
+        size = writer.tell()
+    return Fetched(target, digest.hexdigest(), size)
 
 
 def label_or_reason(rule: LabelRule, relative: str) -> tuple[str | None, str | None, str]:
@@ -220,19 +245,20 @@ def archive_items(raw_dir: Path, source: dict) -> list[RawItem]:
     archive = open_archive(raw_dir, source)
     # Found again from the archive, exactly as download found it.
     rule = archive_rule(source.get("labels", {}).get("pattern"), archive)
-    items = []
+    named = []
     for name in archive.names:
         label, split, _ = label_or_reason(rule, name)
         if label is not None:
-            items.append(
-                RawItem(
-                    origin=f"{source['archive']}/{display_name(name)}",
-                    label=display_name(label),
-                    read=_member_reader(archive, name),
-                    split=split,
-                )
+            item = RawItem(
+                origin=f"{source['archive']}/{display_name(name)}",
+                label=display_name(label),
+                read=_member_reader(archive, name),
+                split=split,
             )
-    return items
+            named.append((item, name))
+    # prepare reads in this order: a .tar.gz is then streamed when its own order allows.
+    archive.expect_reads(name for _, name in sorted(named, key=lambda pair: read_order(pair[0])))
+    return [item for item, _ in named]
 
 
 def _member_reader(archive: Archive, name: str) -> Callable[[], bytes]:

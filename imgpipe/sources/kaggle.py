@@ -247,9 +247,10 @@ def _explain(err: Exception, ref: KaggleRef) -> KaggleError:
 def fetch(params: KaggleParams, out_dir: Path, downloads_dir: Path) -> dict[str, object]:
     ref = KaggleRef(params.competition, params.dataset, params.file)
     path = download(ref, downloads_dir / "kaggle" / ref.folder_name)
-    fetched = verified_file(path, params.sha256, f"Kaggle file {path.name}")
-    description = inspect_archive(path, params.label_pattern, limits(params))
-    keep_archive(fetched, out_dir, path.name, own_copy=True)
+    fetched = keep_archive(
+        verified_file(path, params.sha256, f"Kaggle file {path.name}"), out_dir, path.name
+    )
+    description = inspect_archive(fetched.path, params.label_pattern, limits(params))
     return {
         "kind": "kaggle",
         "url": ref.url,

@@ -134,3 +134,24 @@ def test_guarded_map_pulls_inputs_a_window_at_a_time():
     # Up to two windows ahead of what was taken: bounded, although the inputs never end.
     assert len(pulled) <= 5 + 2 * 10
     results.close()
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["plain", "guarded"])
+def test_inputs_in_flight_are_bounded_in_size_too(guarded):
+    """Hundreds of large inputs (file contents) must not be read ahead just because they fit
+    the window's count; one input always goes, however large."""
+    pulled = []
+
+    def inputs():
+        for x in itertools.count():
+            pulled.append(x)
+            yield x
+
+    faults = {"on_fault": noted} if guarded else {}
+    sized = {"size": lambda x: 1000 if x == 3 else 10, "max_size": 50}
+    results = ordered_map(square, inputs(), workers=2, window=100, chunk=4, **sized, **faults)
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    # 50 bytes of 10-byte inputs beyond those taken (plain: two batches of half that each,
+    # each batch with the one input that crosses its half), not two windows of 100.
+    assert len(pulled) <= 5 + 6
+    results.close()

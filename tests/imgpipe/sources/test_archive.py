@@ -6,13 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.archives import UnsafeArchive
+from imgpipe.archives import ArchiveError, UnsafeArchive
 from imgpipe.errors import RawDataError, StageError
 from imgpipe.fetch import ChecksumMismatch
 from imgpipe.params import PrepareParams
 from imgpipe.raw import list_items
+from imgpipe.sources import archive as archive_source
 from stages import download, prepare
-from tests.archive_makers import make_tar, make_zip, tar_with, zip_with
+from tests.archive_makers import (
+    make_tar,
+    make_zip,
+    overlap_zip,
+    tar_with,
+    tar_with_size,
+    zip_with,
+    zip_with_size,
+)
 from tests.conftest import layout_of
 from tests.imgpipe.sources.helpers import dl_params, files_under, png, run_pipeline, sha
 
@@ -183,3 +192,81 @@ def test_an_archive_path_that_is_a_folder_says_to_use_the_folder_source(tmp_path
     params = dl_params(source="archive", path=str(tmp_path / "pets"), sha256="0" * 64)
     with pytest.raises(StageError, match=r"is a folder, not an archive: .*`source: folder`"):
         download.run(params, layout_of(tmp_path, raw=tmp_path / "raw"))
+
+
+def test_an_overlapping_zip_bomb_is_refused_by_download(server, tmp_path):
+    data = overlap_zip(10, 1_000_000)  # 2 kB declaring 10 MB, well under max_total_gb
+    server.behaviour.files["/bomb.zip"] = data
+    params = dl_params(source="archive", url=server.url("/bomb.zip"), sha256=sha(data))
+    layout = layout_of(tmp_path, raw=tmp_path / "raw", downloads=tmp_path / "dl")
+    message = r"bomb.zip: members 'cat/0000.png' and 'cat/0001.png' overlap.*zip bomb"
+    with pytest.raises(ArchiveError, match=message):
+        download.run(params, layout)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_local_archive_replaced_after_download_checked_it_cannot_reach_data_raw(
+    tmp_path, monkeypatch
+):
+    verified, other = make_zip(PETS), make_zip({"pets/cat/x.png": png(0, 0), "pets/dog/y.png": b""})
+    user_file = tmp_path / "pets.zip"
+    user_file.write_bytes(verified)
+    real_inspect = archive_source.inspect_archive
+
+    def replace_then_inspect(*args, **kwargs):
+        # After the checksum, before anything else: the moment the file used to be copied.
+        (tmp_path / "swap.zip").write_bytes(other)
+        os.replace(tmp_path / "swap.zip", user_file)
+        return real_inspect(*args, **kwargs)
+
+    monkeypatch.setattr(archive_source, "inspect_archive", replace_then_inspect)
+    params = dl_params(source="archive", path=str(user_file), sha256=sha(verified))
+    layout = layout_of(tmp_path, raw=tmp_path / "raw", prepared=tmp_path / "prepared")
+    source = download.run(params, layout)
+    assert (tmp_path / "raw" / "pets.zip").read_bytes() == verified
+    assert source["sha256"] == sha(verified) and source["size"] == 24
+    assert prepare.run(PrepareParams(size=(8, 8), workers=1), layout)["images"]["kept"] == 24
+    # Replaced before the copy: the hash is of what was copied, so the swap is caught.
+    user_file.write_bytes(other)
+    with pytest.raises(ChecksumMismatch, match=rf"{user_file}: sha256 is {sha(other)}"):
+        download.run(params, layout_of(tmp_path, raw=tmp_path / "raw2"))
+    assert not (tmp_path / "raw2").exists()
+
+
+def _raw_archive(tmp_path, name, data, **limits):
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / name).write_bytes(data)
+    record = {"kind": "archive", "layout": "archive", "archive": name, "labels": {}}
+    (raw / "source.json").write_text(json.dumps({**record, "limits": limits}))
+    return layout_of(tmp_path, raw=raw, prepared=tmp_path / "prepared")
+
+
+@pytest.mark.parametrize("suffix", ["zip", "tar.gz"])
+def test_prepare_rejects_a_member_over_the_limit_and_reads_odd_names(tmp_path, suffix):
+    members = {**PETS, "pets/cat/./dot.png": png(0, 50), "pets/dog//huge.png": bytes(300_000)}
+    data = make_zip(members) if suffix == "zip" else make_tar(members)
+    layout = _raw_archive(tmp_path, f"pets.{suffix}", data, max_member_bytes=200_000)
+    summary = prepare.run(PrepareParams(size=(8, 8), workers=1), layout)
+    assert summary["images"] == {"found": 26, "kept": 25, "rejected": 1, "distinct": 25}
+    [rejected] = summary["rejected"]
+    assert rejected["path"] == f"pets.{suffix}/pets/dog/huge.png"
+    assert rejected["kind"] == "too_large"
+    assert (
+        "'pets/dog/huge.png' is 293.0 KiB, more than download.max_member_mb" in (rejected["reason"])
+    )
+
+
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        ("short.zip", zip_with_size(PETS, "pets/dog/05.png", 100), r"'pets/dog/05.png' cannot be"),
+        ("long.zip", zip_with_size(PETS, "pets/dog/05.png", 90_000), r"'pets/dog/05.png' declares"),
+        ("size.tar", tar_with_size(PETS, "pets/cat/03.png", 10), r"after member 'pets/cat/03.png'"),
+    ],
+)
+def test_prepare_stops_on_a_damaged_member_naming_it(tmp_path, name, data, message):
+    layout = _raw_archive(tmp_path, name, data)
+    with pytest.raises(ArchiveError, match=rf"{name}: .*{message}"):
+        prepare.run(PrepareParams(size=(8, 8), workers=1), layout)
+    assert not (tmp_path / "prepared").exists()
