@@ -177,15 +177,21 @@ def tar_with_size(members: dict[str, bytes], name: str, declared: int, compressi
     return gzip.compress(bytes(data), mtime=0) if compression == "gz" else bytes(data)
 
 
-def encrypted_zip(members: dict[str, bytes], name: str) -> bytes:
-    """A zip whose member ``name`` has the encryption flag set, in both of its headers."""
-    data = bytearray(make_zip(members))
+def _zip_headers_of(data: bytearray, name: str):
+    """(header offset, local?) of both headers of member ``name``: local, then central."""
     encoded = name.encode()
-    for signature, flags_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+    for signature, name_at in ((b"PK\x03\x04", 30), (b"PK\x01\x02", 46)):
         at = data.find(signature)
         while data[at + name_at : at + name_at + len(encoded)] != encoded:
             at = data.find(signature, at + 1)
-        data[at + flags_at] |= 0x1
+        yield at, signature == b"PK\x03\x04"
+
+
+def encrypted_zip(members: dict[str, bytes], name: str) -> bytes:
+    """A zip whose member ``name`` has the encryption flag set, in both of its headers."""
+    data = bytearray(make_zip(members))
+    for at, local in list(_zip_headers_of(data, name)):
+        data[at + (6 if local else 8)] |= 0x1
     return bytes(data)
 
 
@@ -194,10 +200,7 @@ def zip_with_size(members: dict[str, bytes], name: str, declared: int) -> bytes:
     import struct
 
     data = bytearray(make_zip(members))
-    encoded = name.encode()
-    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
-        at = data.find(signature)
-        while data[at + name_at : at + name_at + len(encoded)] != encoded:
-            at = data.find(signature, at + 1)
-        data[at + size_at : at + size_at + 4] = struct.pack("<L", declared)
+    for at, local in list(_zip_headers_of(data, name)):
+        size_at = at + (22 if local else 24)
+        data[size_at : size_at + 4] = struct.pack("<L", declared)
     return bytes(data)
