@@ -6,6 +6,9 @@ machines, so the metrics of the model stages are compared within ``check.metric_
 Prints a table of every comparison and exits with status 1 on any difference.
 
     repro-check                # or: python -m imgpipe.repro_check, make repro-check
+    repro-check augment        # the data stages only: up to augment, no training
+
+With a stage named, only that stage and those before it are rerun and compared.
 """
 
 from __future__ import annotations
@@ -151,12 +154,29 @@ def warn_if_params_uncommitted(project: Path) -> None:
         )
 
 
-def run(params: CheckParams, project: Path, reproduce: bool = True) -> list[Finding]:
+def stages_through(dvc_yaml: dict, target: str | None) -> list[str]:
+    """The pipeline's stages up to and including ``target`` (all without one), in order.
+
+    The pipeline is one chain, written in dvc.yaml in the order it runs.
+    """
+    names = list(dvc_yaml["stages"])
+    if target is None:
+        return names
+    if target not in names:
+        raise StageError(f"no stage named {target!r} in dvc.yaml; stages: {', '.join(names)}")
+    return names[: names.index(target) + 1]
+
+
+def run(
+    params: CheckParams, project: Path, reproduce: bool = True, target: str | None = None
+) -> list[Finding]:
     dvc_yaml = read_yaml(project / "dvc.yaml")
     recorded_lock = read_yaml(project / "dvc.lock")
-    model_stages = [s for s in dvc_yaml["stages"] if s not in params.exact_stages]
+    checked = stages_through(dvc_yaml, target)
+    exact_stages = [s for s in params.exact_stages if s in checked]
+    model_stages = [s for s in checked if s not in params.exact_stages]
     recorded_metrics = {s: read_metrics(project, metric_files(dvc_yaml, s)) for s in model_stages}
-    missing = [s for s in params.exact_stages if s not in recorded_lock.get("stages", {})]
+    missing = [s for s in exact_stages if s not in recorded_lock.get("stages", {})]
     if missing:
         raise StageError(
             f"dvc.lock records no run of {', '.join(missing)}: run `dvc repro` "
@@ -165,15 +185,16 @@ def run(params: CheckParams, project: Path, reproduce: bool = True) -> list[Find
     if reproduce:
         warn_if_params_uncommitted(project)
         # --force: with a warm cache DVC would skip everything and prove nothing.
-        rerun = subprocess.run(["dvc", "repro", "--force"], cwd=project, check=False)
+        command = ["dvc", "repro", "--force", *([target] if target else [])]
+        rerun = subprocess.run(command, cwd=project, check=False)
         if rerun.returncode:
             raise StageError(
-                f"`dvc repro --force` failed with exit status {rerun.returncode}; its output "
+                f"`{' '.join(command)}` failed with exit status {rerun.returncode}; its output "
                 "above names the stage and the problem. Fix that, then run repro-check again."
             )
     new_lock = read_yaml(project / "dvc.lock")
     findings = []
-    for stage in params.exact_stages:
+    for stage in exact_stages:
         findings += compare_hashes(
             stage, out_hashes(recorded_lock, stage), out_hashes(new_lock, stage)
         )
@@ -191,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "stage", nargs="?", help="check only this stage and those before it (default: all)"
+    )
     parser.add_argument("--project", type=Path, default=Path("."))
     parser.add_argument("--all", action="store_true", help="show matching items too")
     args = parser.parse_args(argv)
@@ -198,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         params = load_params(args.project / "params.yaml").check
-        findings = run(params, args.project)
+        findings = run(params, args.project, target=args.stage)
         table = format_findings(findings, only_differences=not args.all)
         differing = [f for f in findings if not f.ok]
         # The table is the command's output, for people and CI logs alike.
