@@ -44,7 +44,9 @@ def test_a_named_stage_checks_it_and_those_before_it_only(tmp_path):
     project = _project(tmp_path, "abc.dir", {"accuracy": 0.95})
     findings = repro_check.run(PARAMS, project, reproduce=False, target="prepare")
     assert [f.item for f in findings] == ["data/prepared"]
-    with pytest.raises(StageError, match=r"no stage named 'evaluate' in dvc.yaml; stages: prepare, train"):
+    with pytest.raises(
+        StageError, match=r"no stage named 'evaluate' in dvc.yaml; stages: prepare, train"
+    ):
         repro_check.run(PARAMS, project, reproduce=False, target="evaluate")
 
 
