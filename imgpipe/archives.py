@@ -33,29 +33,40 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import gzip
 import os
 import shutil
 import stat
-import struct
 import tarfile
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from imgpipe.errors import StageError
+from imgpipe.archive_rules import (
+    CHUNK,
+    REPACK,
+    ArchiveError,
+    Limits,
+    MemberTooLarge,
+    UnsafeArchive,
+    archive_format,
+    check_member_name,
+    human_size,
+    spelled_name,
+)
+from imgpipe.tar_stream import (
+    BLOCK,
+    ForwardReader,
+    GunzipReader,
+    HeaderScan,
+    TarMember,
+    check_embedded_headers,
+    pread_chunks,
+)
+from imgpipe.zip_checks import check_zip_member, check_zip_spans, zip_entry_count
 
-MAX_MEMBERS = 1_000_000
-MAX_TOTAL_BYTES = 64 * 1024**3
-# Well above any real image (a 100-megapixel 16-bit TIFF is 600 MB uncompressed, as a JPEG
-# tens of MB), well below what would strain memory: one member is held whole while read.
-MAX_MEMBER_BYTES = 256 * 1024**2
-CHUNK = 1 << 20
-BLOCK = tarfile.BLOCKSIZE
 # Forward passes over a .tar.gz that a planned order of reads may take before the archive is
 # inflated into a temporary file instead: a tree read class by class within split folders
 # needs one per split folder; a shuffled archive needs one per read.
@@ -65,82 +76,6 @@ MAX_STREAMS = 4
 MAX_HEADER_BYTES = 1 << 20
 # Free space to leave in the temporary folder after inflating a .tar.gz there.
 TEMP_MARGIN = 256 * 1024**2
-ZIP_METHODS = {
-    zipfile.ZIP_STORED: "stored",
-    zipfile.ZIP_DEFLATED: "deflate",
-    zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-}
-REPACK = "download it again, or unpack it with a tool you trust and pack it again"
-
-
-class UnsafeArchive(StageError):
-    """The archive holds a member that no honest image archive needs."""
-
-
-class ArchiveError(StageError):
-    """The archive is corrupt, unreadable or over a limit."""
-
-
-class MemberTooLarge(ArchiveError):
-    """One member is larger than ``Limits.max_member_bytes``; nothing of it was kept.
-
-    ``prepare`` rejects it as that image's reason (kind ``too_large``) and goes on; a reader
-    that needs the member (a CIFAR-10 batch) stops with this message.
-    """
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_members: int = MAX_MEMBERS
-    max_total_bytes: int = MAX_TOTAL_BYTES
-    max_member_bytes: int = MAX_MEMBER_BYTES
-
-
-@dataclass(frozen=True)
-class _TarMember:
-    offset: int  # where its data starts in the (uncompressed) tar stream
-    size: int
-
-
-def archive_format(path: Path) -> str:
-    """'zip', 'tar' or 'tar.gz', from the file's first bytes rather than its name."""
-    with open(path, "rb") as handle:
-        head = handle.read(512)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):
-        return "tar.gz"
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
-    raise ArchiveError(f"{path.name} is not a .zip, .tar or .tar.gz archive")
-
-
-def check_member_name(name: str, archive: str) -> str:
-    """The member's normalized path, or UnsafeArchive when it could land outside a folder.
-
-    ``.`` parts and repeated slashes are dropped (``cat/./a.png`` is ``cat/a.png``): an
-    extractor would write them to the same place, so they name the same file.
-    """
-    if "\\" in name or "\0" in name:
-        raise UnsafeArchive(f"{archive}: member {name!r} has a backslash or NUL in its name")
-    path = PurePosixPath(name)
-    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
-        raise UnsafeArchive(f"{archive}: member {name!r} has an absolute path")
-    if ".." in path.parts:
-        raise UnsafeArchive(f"{archive}: member {name!r} climbs out of the archive with '..'")
-    return path.as_posix()
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
-
-
-def _spelled(name: str, raw: str) -> str:
-    return repr(name) if name == raw else f"{name!r} (written {raw!r})"
 
 
 class Archive:
@@ -155,7 +90,7 @@ class Archive:
         self._read_total = 0
         self._zip: zipfile.ZipFile | None = None
         self._tar_file: BinaryIO | None = None  # a plain .tar, read at offsets
-        self._streams: list[_Forward] = []  # forward passes over a .tar.gz
+        self._streams: list[ForwardReader] = []  # forward passes over a .tar.gz
         self._inflated: BinaryIO | None = None  # a .tar.gz inflated into a temporary file
         self._inflate_first = False
         self._tar_end = 0  # where the last member's data ends in the tar stream
@@ -220,13 +155,13 @@ class Archive:
                     pass
         elif not self._scanned:
             with open(self.path, "rb") as handle:
-                scan = _HeaderScan()
-                stream = _Forward(handle, self._tar_budget(), self.path.name, scan=scan)
+                scan = HeaderScan()
+                stream = ForwardReader(handle, self._tar_budget(), self.path.name, scan=scan)
                 try:
                     stream.skip_to(os.fstat(handle.fileno()).st_size)
                 except OSError as err:
                     raise ArchiveError(f"{self.path.name} cannot be read: {err}") from None
-                self._check_embedded(scan.found)
+                check_embedded_headers(scan.found, self._members, self.path.name)
 
     def close(self) -> None:
         for handle in (self._zip, self._tar_file, self._inflated, *self._streams):
@@ -254,8 +189,8 @@ class Archive:
         limit = self._limits.max_member_bytes
         if check_limit and declared > limit:
             raise MemberTooLarge(
-                f"{self.path.name}: member {name!r} is {_size(declared)}, more than "
-                f"download.max_member_mb ({_size(limit)}); it is not read. Raise "
+                f"{self.path.name}: member {name!r} is {human_size(declared)}, more than "
+                f"download.max_member_mb ({human_size(limit)}); it is not read. Raise "
                 "download.max_member_mb if it really is one image"
             )
         produced = 0
@@ -269,7 +204,7 @@ class Archive:
                 if self._read_total > self._limits.max_total_bytes:
                     raise ArchiveError(
                         f"{self.path.name}: reading member {name!r} took the bytes read past "
-                        f"{_size(self._limits.max_total_bytes)} (download.max_total_gb); "
+                        f"{human_size(self._limits.max_total_bytes)} (download.max_total_gb); "
                         "refusing it as a likely archive bomb"
                     )
                 yield chunk
@@ -294,17 +229,17 @@ class Archive:
     def _tar_chunks(self, name: str) -> Iterator[bytes]:
         member = self._members[name]
         if self.format == "tar":
-            yield from _pread_chunks(self._tar_file, member, self.path.name)
+            yield from pread_chunks(self._tar_file, member, self.path.name)
             return
         if self._inflated is None and self._inflate_first:
             self._inflate()
         if self._inflated is not None:
-            yield from _pread_chunks(self._inflated, member, self.path.name)
+            yield from pread_chunks(self._inflated, member, self.path.name)
             return
         stream = self._stream_for(member.offset)
         if stream is None:
             self._inflate()
-            yield from _pread_chunks(self._inflated, member, self.path.name)
+            yield from pread_chunks(self._inflated, member, self.path.name)
             return
         stream.skip_to(member.offset)
         left = member.size
@@ -315,14 +250,14 @@ class Archive:
             left -= len(chunk)
             yield chunk
 
-    def _stream_for(self, offset: int) -> _Forward | None:
+    def _stream_for(self, offset: int) -> ForwardReader | None:
         """The pass standing nearest before ``offset``, a new one, or None when none may go."""
         behind = [s for s in self._streams if s.position <= offset]
         if behind:
             return max(behind, key=lambda s: s.position)
         if len(self._streams) >= MAX_STREAMS:
             return None
-        stream = _Forward(_Gunzip(self.path), self._tar_end, self.path.name)
+        stream = ForwardReader(GunzipReader(self.path), self._tar_end, self.path.name)
         self._streams.append(stream)
         return stream
 
@@ -333,14 +268,14 @@ class Archive:
         if self._tar_end + TEMP_MARGIN > free:
             raise ArchiveError(
                 f"{self.path.name}: reading its members in the order asked needs it inflated "
-                f"into {folder} ({_size(self._tar_end)}), which has {_size(free)} free; set "
-                "TMPDIR to a folder with more room, or repack the archive as .zip or .tar"
+                f"into {folder} ({human_size(self._tar_end)}), which has {human_size(free)} free; "
+                "set TMPDIR to a folder with more room, or repack the archive as .zip or .tar"
             )
         for stream in self._streams:
             stream.close()
         self._streams = []
         self._inflated = tempfile.TemporaryFile(prefix="imgpipe-archive-")  # noqa: SIM115
-        stream = _Forward(_Gunzip(self.path), self._tar_end, self.path.name)
+        stream = ForwardReader(GunzipReader(self.path), self._tar_end, self.path.name)
         with contextlib.closing(stream):
             while stream.position < self._tar_end:
                 chunk = stream.read(min(CHUNK, self._tar_end - stream.position))
@@ -372,7 +307,7 @@ class Archive:
                 )
 
     def _list_zip(self) -> dict[str, zipfile.ZipInfo]:
-        declared = _zip_entry_count(self.path)
+        declared = zip_entry_count(self.path)
         if declared is None:
             raise ArchiveError(
                 f"{self.path.name} is not a complete zip archive (its end record is missing): "
@@ -394,7 +329,7 @@ class Archive:
         members, total = {}, 0
         for count, info in enumerate(infos, start=1):
             name = check_member_name(info.filename, self.path.name)
-            shown = _spelled(name, info.filename)
+            shown = spelled_name(name, info.filename)
             mode = info.external_attr >> 16
             kind = stat.S_IFMT(mode)
             if info.is_dir():
@@ -408,11 +343,12 @@ class Archive:
                     f"{self.path.name}: member {shown} is a device or other special file"
                 )
             else:
-                self._check_zip_member(info, name, shown, members)
+                self._check_file_name(name, info.filename, members)
+                check_zip_member(info, shown, self.path.name)
                 members[name] = info
                 total += info.file_size
             self._check_total(count, total)
-        self._check_zip_spans(infos)
+        check_zip_spans(self.path, self._zip, infos)
         return members
 
     def _check_file_name(self, name: str, raw: str, seen: dict) -> None:
@@ -428,78 +364,30 @@ class Archive:
         if raw != name:
             self._written[name] = raw
 
-    def _check_zip_member(self, info: zipfile.ZipInfo, name: str, shown: str, seen) -> None:
-        self._check_file_name(name, info.filename, seen)
-        if info.flag_bits & 0x1:
-            raise ArchiveError(
-                f"{self.path.name}: member {shown} is encrypted, and the pipeline reads no "
-                "passwords; unpack the archive and pack it again without encryption"
-            )
-        if info.compress_type not in ZIP_METHODS:
-            raise ArchiveError(
-                f"{self.path.name}: member {shown} is compressed with method "
-                f"{info.compress_type}, which cannot be read here (only "
-                f"{', '.join(ZIP_METHODS.values())}); pack the archive again"
-            )
-
-    def _check_zip_spans(self, infos: list[zipfile.ZipInfo]) -> None:
-        """Refuse entries whose bytes overlap: one compressed blob unpacked many times over.
-
-        Each entry's local header and data, from the central directory's offset and
-        compressed size, must end before the next entry begins and before the directory.
-        """
-        end_of_data = getattr(self._zip, "start_dir", None) or self.path.stat().st_size
-        previous, reach = None, 0
-        with open(self.path, "rb") as handle:
-            for info in sorted(infos, key=lambda i: i.header_offset):
-                shown = repr(info.filename)
-                if info.header_offset < reach:
-                    raise ArchiveError(
-                        f"{self.path.name}: members {previous!r} and {shown} overlap (the "
-                        f"first runs to byte {reach}, the second starts at byte "
-                        f"{info.header_offset}): a zip made to unpack far more than it holds "
-                        "(a zip bomb); refusing it"
-                    )
-                header = os.pread(handle.fileno(), 30, info.header_offset)
-                if len(header) < 30 or header[:4] != b"PK\x03\x04":
-                    raise ArchiveError(
-                        f"{self.path.name}: member {shown} has no local header at byte "
-                        f"{info.header_offset}; the archive is corrupt: {REPACK}"
-                    )
-                name_length, extra_length = struct.unpack("<HH", header[26:30])
-                reach = info.header_offset + 30 + name_length + extra_length + info.compress_size
-                previous = info.filename
-        if reach > end_of_data:
-            raise ArchiveError(
-                f"{self.path.name}: member {previous!r} runs to byte {reach}, into the central "
-                f"directory at byte {end_of_data}; the archive is corrupt or made to mislead: "
-                f"{REPACK}"
-            )
-
     def _tar_budget(self) -> int:
         # Headers and padding add at most a few blocks per member.
         return self._limits.max_total_bytes + 4 * BLOCK * self._limits.max_members + CHUNK
 
-    def _list_tar(self) -> dict[str, _TarMember]:
-        scan = _HeaderScan() if self.format == "tar.gz" else None
+    def _list_tar(self) -> dict[str, TarMember]:
+        scan = HeaderScan() if self.format == "tar.gz" else None
         if self.format == "tar":
             self._tar_file = open(self.path, "rb")  # noqa: SIM115
             raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115
         else:
-            raw = _Gunzip(self.path)
-        stream = _Forward(
+            raw = GunzipReader(self.path)
+        stream = ForwardReader(
             raw, self._tar_budget(), self.path.name, scan, self.format == "tar", MAX_HEADER_BYTES
         )
         with contextlib.closing(stream):
             members = self._read_tar_headers(stream)
             self._check_tar_end(stream, members)
         if scan is not None:
-            self._check_embedded(scan.found, members)
+            check_embedded_headers(scan.found, members, self.path.name)
             self._scanned = True
         return members
 
-    def _read_tar_headers(self, stream: _Forward) -> dict[str, _TarMember]:
-        members: dict[str, _TarMember] = {}
+    def _read_tar_headers(self, stream: ForwardReader) -> dict[str, TarMember]:
+        members: dict[str, TarMember] = {}
         total = count = 0
         try:
             tar = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115 (its file is ours)
@@ -507,7 +395,7 @@ class Archive:
                 tar.members.clear()  # only what is kept below: 1M TarInfos would be 1 GB
                 count += 1
                 name = check_member_name(info.name, self.path.name)
-                shown = _spelled(name, info.name)
+                shown = spelled_name(name, info.name)
                 if info.issym() or info.islnk():
                     raise UnsafeArchive(f"{self.path.name}: member {shown} is a link")
                 if info.isdev() or info.isfifo():
@@ -521,7 +409,7 @@ class Archive:
                             "pipeline does not read; pack the archive again without --sparse"
                         )
                     self._check_file_name(name, info.name, members)
-                    members[name] = _TarMember(info.offset_data, info.size)
+                    members[name] = TarMember(info.offset_data, info.size)
                     total += info.size
                     self._tar_end = max(self._tar_end, info.offset_data + info.size)
                 elif info.isdir():
@@ -554,7 +442,7 @@ class Archive:
             ) from None
         return members
 
-    def _check_tar_end(self, stream: _Forward, members: dict) -> None:
+    def _check_tar_end(self, stream: ForwardReader, members: dict) -> None:
         """Only zero blocks may follow the last header: anything else is a lost member."""
         try:
             # tarfile has already read the block it stopped at; the rest is still to come.
@@ -594,213 +482,3 @@ class Archive:
             return "before any member"
         name, size = self._last
         return f"after member {name!r} (whose header declares {size} bytes)"
-
-    def _check_embedded(self, found: list[int], members: dict | None = None) -> None:
-        """A tar header inside a member's data: its size field hides the members after it."""
-        members = self._members if members is None else members
-        spans = sorted((m.offset, m.offset + m.size, name) for name, m in members.items())
-        starts = [start for start, _, _ in spans]
-        for position in found:
-            at = bisect.bisect_right(starts, position) - 1
-            if at < 0:
-                continue
-            start, end, name = spans[at]
-            # A .tar stored inside the archive holds tar headers of its own, honestly.
-            if position < end and not name.lower().endswith(".tar"):
-                raise ArchiveError(
-                    f"{self.path.name}: member {name!r} declares {end - start} bytes, and a tar "
-                    f"header sits inside them at byte {position}: its size field is too large "
-                    f"and hides the members after it; {REPACK}"
-                )
-
-
-def _pread_chunks(handle: BinaryIO, member: _TarMember, archive: str) -> Iterator[bytes]:
-    offset, end = member.offset, member.offset + member.size
-    while offset < end:
-        chunk = os.pread(handle.fileno(), min(CHUNK, end - offset), offset)
-        if not chunk:
-            return  # short: the caller names the member
-        offset += len(chunk)
-        yield chunk
-
-
-class _Forward:
-    """A file read front to back only (a gzip stream, or a plain .tar while listing it).
-
-    Skipping ahead reads what it skips, except in a plain file when nothing is scanned;
-    going back is refused, so no read ever silently decompresses a stream again from its
-    start. ``budget`` bounds how far it may go, ``header_limit`` a single read.
-    """
-
-    def __init__(
-        self,
-        raw: BinaryIO,
-        budget: int,
-        archive: str,
-        scan: _HeaderScan | None = None,
-        seekable: bool = False,
-        header_limit: int | None = None,
-    ) -> None:
-        self._raw = raw
-        self._budget = budget
-        self._archive = archive
-        self._scan = scan
-        self._seekable = seekable and scan is None
-        self._header_limit = header_limit
-        self.position = 0
-        self.recent = (0, b"")  # the last piece read (not skipped) and where it started
-
-    def read(self, size: int = -1, limit: bool = True) -> bytes:
-        if size is None or size < 0 or (limit and self._header_limit and size > self._header_limit):
-            raise ArchiveError(
-                f"{self._archive}: a tar header at byte {self.position} asks for "
-                f"{'all the rest' if size is None or size < 0 else _size(size)} of data; "
-                "refusing it as a likely archive bomb"
-            )
-        data = self._raw.read(size)
-        self.recent = (self.position, data)
-        self._advance(data)
-        return data
-
-    def _advance(self, data: bytes) -> None:
-        if self._scan is not None:
-            self._scan.feed(self.position, data)
-        self.position += len(data)
-        if self.position > self._budget:
-            raise ArchiveError(
-                f"{self._archive} decompresses to more than {self._budget} bytes; refusing it "
-                "as a likely archive bomb"
-            )
-
-    def skip_to(self, target: int) -> None:
-        if target < self.position:
-            raise ArchiveError(f"{self._archive}: cannot read backwards to byte {target}")
-        if self._seekable:
-            self._raw.seek(target)
-            self.position = target
-            return
-        while self.position < target:
-            data = self._raw.read(min(CHUNK, target - self.position))
-            if not data:
-                return  # at the end: the next read says so
-            self._advance(data)
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self.skip_to(offset if whence == os.SEEK_SET else self.position + offset)
-        return self.position
-
-    def tell(self) -> int:
-        return self.position
-
-    def close(self) -> None:
-        self._raw.close()
-
-
-class _Gunzip:
-    """A gzip file's decompressed bytes, read front to back in large pieces.
-
-    ``gzip.GzipFile`` in Python 3.11 feeds zlib 8 KiB at a time, whose overhead costs more
-    than the decompression itself. zlib checks each member's CRC and length; members follow
-    one another, and zero padding may follow the last, as gzip allows.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._input = b""
-        self._piece, self._at = b"", 0
-
-    def read(self, size: int) -> bytes:
-        pieces = []
-        while size > 0 and (self._at < len(self._piece) or self._fill()):
-            piece = self._piece[self._at : self._at + size]
-            self._at += len(piece)
-            size -= len(piece)
-            pieces.append(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def _fill(self) -> bool:
-        while True:
-            if self._inflater.eof:
-                rest = self._inflater.unused_data.lstrip(b"\0")
-                while not rest:
-                    more = self._file.read(CHUNK)
-                    if not more:
-                        return False  # the end, after whole members and zero padding
-                    rest = more.lstrip(b"\0")
-                if not rest.startswith(b"\x1f\x8b"):
-                    raise gzip.BadGzipFile("data after the end of the gzip stream")
-                self._inflater, self._input = zlib.decompressobj(16 + zlib.MAX_WBITS), rest
-            if not self._input:
-                self._input = self._file.read(CHUNK)
-                if not self._input:
-                    raise EOFError("the compressed stream ends before its end marker")
-            piece = self._inflater.decompress(self._input, CHUNK)
-            self._input = self._inflater.unconsumed_tail
-            if piece:
-                self._piece, self._at = piece, 0
-                return True
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _HeaderScan:
-    """Every block-aligned position of a stream where a valid ustar header starts."""
-
-    def __init__(self) -> None:
-        self.found: list[int] = []
-        self._carry = b""  # the start of a block cut by the end of the last piece
-
-    def feed(self, position: int, data: bytes) -> None:
-        buffer = self._carry + data if self._carry else data
-        start = position - len(self._carry)  # a block boundary: pieces arrive in order
-        whole = len(buffer) - len(buffer) % BLOCK
-        at = buffer.find(b"ustar", 257, whole)
-        while at >= 0:
-            base = at - 257
-            if base % BLOCK == 0 and _is_header(buffer[base : base + BLOCK]):
-                self.found.append(start + base)
-            at = buffer.find(b"ustar", at + 1, whole)
-        self._carry = bytes(buffer[whole:])
-
-
-def _is_header(block: bytes) -> bool:
-    try:
-        stored = int(block[148:156].split(b"\0")[0].strip() or b"x", 8)
-    except ValueError:
-        return False
-    return stored == sum(block[:148]) + sum(block[156:]) + 8 * 32
-
-
-def _zip_entry_count(path: Path) -> int | None:
-    """The member count the zip's end record declares, or None when there is no end record.
-
-    Read before zipfile builds an entry per central-directory record, so a directory of
-    millions of entries is refused by the member limit before it costs the memory.
-    """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        start = max(0, size - (22 + 65535))
-        tail = os.pread(handle.fileno(), size - start, start)
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) - at < 22:
-            return None
-        entries, _, cd_offset = struct.unpack("<HLL", tail[at + 10 : at + 20])
-        if entries != 0xFFFF and cd_offset != 0xFFFFFFFF:
-            return entries
-        # zip64: the locator sits just before the end record, the zip64 record before it.
-        record_at = start + at - 20 - 56
-        record = os.pread(handle.fileno(), 56, record_at) if record_at >= 0 else b""
-        if len(record) < 56 or record[:4] != b"PK\x06\x06":
-            return None
-        return struct.unpack("<Q", record[32:40])[0]
-
-
-def copy_file(source: Path, target: Path) -> None:
-    """Hard-link when possible (same filesystem, no extra space), else copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        target.hardlink_to(source)
-    except OSError:
-        shutil.copyfile(source, target)

@@ -30,7 +30,10 @@ from icrawler import ImageDownloader
 from PIL import Image
 
 from imgpipe.errors import StageError
-from imgpipe.fetch import DeadlineExceeded, FetchError, FetchSettings, fetch_bytes, redact_url
+from imgpipe.fetch import fetch_bytes
+from imgpipe.fetch_errors import DeadlineExceeded, FetchError
+from imgpipe.fetch_settings import FetchSettings
+from imgpipe.redact import redact_url
 
 log = logging.getLogger("imgpipe.crawl")
 

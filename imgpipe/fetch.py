@@ -33,169 +33,35 @@ Every failure is a ``FetchError`` naming the URL with its credentials hidden and
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import re
-import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.utils import get_auth_from_url, get_environ_proxies, requote_uri, select_proxy
 from tqdm import tqdm
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from imgpipe.addresses import (
-    PUBLIC,
-    NameNotFound,
-    TargetRefused,
-    address_refusal,
-    check_target,
-    widest_origin,
-)
-from imgpipe.errors import StageError
+from imgpipe.addresses import PUBLIC, NameNotFound, TargetRefused, check_target, widest_origin
+from imgpipe.download_guard import DownloadGuard, PeerRefused, guarded_session
+from imgpipe.fetch_errors import ChecksumMismatch, FetchError
+from imgpipe.fetch_settings import FetchSettings
+from imgpipe.file_hash import Fetched, file_sha256, verified_file
+from imgpipe.redact import redact_text, redact_url
 
 log = logging.getLogger("imgpipe.fetch")
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little
 # Failures worth another try: the network, not the request, was at fault.
 RETRIABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-# Query parameters that carry credentials (signed URLs, API tokens): never written anywhere.
-SECRET_QUERY = re.compile(
-    r"token|key|sig|signature|pass|pwd|secret|credential|auth|session|jwt", re.I
-)
-HIDDEN = "***"
-KB = 1024  # as download.max_total_gb counts in 1024s
-# The download params' defaults (imgpipe.sources.common reads them from here): generous
-# enough that no real download on a real link ever meets them.
-DEFAULT_DEADLINE = 6 * 3600.0  # seconds for a whole download
-DEFAULT_MIN_RATE_KBPS = 1.0  # KB/s, a link slower than any still in use
-RATE_WINDOW = 30.0  # seconds the rate is measured over: a short stall is not a slow link
-MAX_REDIRECTS = 10  # what browsers allow is about 20; a file never needs more than a few
-
-
-class FetchError(StageError):
-    """A download failed or its bytes are not the expected ones."""
-
-
-class ChecksumMismatch(FetchError):
-    pass
-
-
-class DeadlineExceeded(FetchError):
-    """The download ran past its deadline."""
-
-
-@dataclass(frozen=True)
-class FetchSettings:
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0  # seconds without any data
-    retries: int = 5
-    backoff: float = 1.0  # seconds before the first retry, doubled after each
-    deadline: float = DEFAULT_DEADLINE  # seconds for everything, retries and waits included
-    min_rate: float = DEFAULT_MIN_RATE_KBPS * KB  # bytes/s over rate_window; 0: no floor
-    rate_window: float = RATE_WINDOW
-    max_redirects: int = MAX_REDIRECTS
-    max_bytes: int | None = None  # None: as large as the file is
-
-
-@dataclass(frozen=True)
-class Fetched:
-    path: Path
-    sha256: str
-    size: int
-
-
-# --- credentials out of everything shown ---------------------------------------------------
-
-_PARAM = re.compile(r"(?P<lead>[?&#;])(?P<name>[^=&#?;\s'\"]+)=(?P<value>[^&#;\s'\"<>]*)")
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
-def url_secrets(url: str) -> list[str]:
-    """The credentials inside ``url``: user and password, secret-looking query values."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.username, parts.password]
-    except ValueError:
-        return []
-    for match in _PARAM.finditer(url):
-        if SECRET_QUERY.search(unquote_plus(match["name"])):
-            found.append(match["value"])
-    # Both spellings: a library may show the value percent-encoded or decoded.
-    found += [unquote_plus(secret) for secret in found if secret]
-    return sorted({secret for secret in found if secret}, key=len, reverse=True)
-
-
-def _hide_params(text: str) -> str:
-    def hide(match: re.Match) -> str:
-        if SECRET_QUERY.search(unquote_plus(match["name"])):
-            return f"{match['lead']}{match['name']}={HIDDEN}"
-        return match[0]
-
-    return _PARAM.sub(hide, text)
-
-
-def redact_url(url: str | None) -> str | None:
-    """``url`` safe to record or show: user, password and secret query values as ``***``.
-
-    The one way a URL is shown or written anywhere (logs, messages, ``source.json``).
-    """
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # not even a URL (an unclosed IPv6 bracket): hide what looks secret
-        return _hide_params(re.sub(r"//[^/?#]*@", f"//{HIDDEN}@", url))
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{HIDDEN}@{netloc.rpartition('@')[2]}"
-    return _hide_params(urlunsplit(parts._replace(netloc=netloc)))
-
-
-def redact_text(text: str, url: str | None = None) -> str:
-    """``text`` (an error from a network library, say) with no credentials left in it: those
-    of ``url``, and those of any URL or query string the text itself holds."""
-    for secret in url_secrets(url) if url else []:
-        text = text.replace(secret, HIDDEN)
-    return _hide_params(_URL.sub(lambda m: redact_url(m[0]), text))
-
-
-# --- files -----------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
-
-
-def verified_file(path: Path, expected: str | None, what: str) -> Fetched:
-    """Hash ``path``; if a checksum is expected, a mismatch is an error that names both."""
-    actual = file_sha256(path)
-    if expected and actual != expected.lower():
-        raise ChecksumMismatch(
-            f"{what}: sha256 is {actual}, expected {expected.lower()}. The file is corrupt, "
-            "truncated or not the one the params name; check the URL and the sha256 in "
-            "params.yaml (a mirror must serve the identical file)."
-        )
-    return Fetched(path, actual, path.stat().st_size)
 
 
 # --- the entry points ------------------------------------------------------------------------
@@ -271,10 +137,6 @@ class _Retriable(Exception):
         self.hint = hint
 
 
-class _PeerRefused(Exception):
-    """Raised while connecting, so it must be no exception urllib3 retries or wraps."""
-
-
 class _Download:
     """One download of ``url``: its guarded session, its watchdog and its redirect policy."""
 
@@ -284,8 +146,8 @@ class _Download:
         self.settings = settings
         self.user_url = user_url
         self.resume_hint = resume_hint
-        self.guard = _Guard(settings, self.shown, resume_hint)
-        self.session = _guarded_session(self.guard)
+        self.guard = DownloadGuard(settings, self.shown, resume_hint)
+        self.session = guarded_session(self.guard)
         # The kind of address the user's URL is on (addresses.LOOPBACK, PRIVATE, PUBLIC).
         self.origin = PUBLIC
         self.encoding: str | None = None
@@ -345,7 +207,7 @@ class _Download:
             raise err
         if isinstance(err, _Retriable):
             return err
-        if isinstance(err, _PeerRefused):
+        if isinstance(err, PeerRefused):
             raise FetchError(
                 f"downloading {self.shown}: refused to connect, because {err}. A download "
                 "connects to loopback and private addresses only when download.url itself is "
@@ -617,194 +479,3 @@ def _resume_offset(response: requests.Response, offset: int) -> int:
             f"{response.headers.get('Content-Range')!r}; delete the .part file and rerun"
         )
     return offset
-
-
-# --- the watchdog ----------------------------------------------------------------------------
-
-
-class _Guard:
-    """Bounds one download in time from a side thread, and checks each socket's peer.
-
-    ``hop_origin`` is the policy for the connection being made: None while on the user's own
-    URL, else the kind of address that URL was on.
-    """
-
-    def __init__(self, settings: FetchSettings, shown: str, resume_hint: str) -> None:
-        self.settings = settings
-        self.shown = shown
-        self.resume_hint = resume_hint
-        self.started = time.monotonic()
-        self.deadline_at = self.started + settings.deadline
-        self.hop_origin: str | None = None
-        self.failure: FetchError | None = None
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._waiting_since: float | None = None  # a request is out, its headers are not in
-        self._samples: deque[tuple[float, int]] = deque()  # (time, body bytes) while reading
-        self._received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="fetch-watchdog", daemon=True)
-        self._tick = max(0.02, min(1.0, settings.rate_window / 5, settings.deadline / 20))
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def remaining(self) -> float:
-        return self.deadline_at - time.monotonic()
-
-    # -- told by the download
-
-    def connected(self, sock: socket.socket, proxied: bool) -> None:
-        """A new socket: refused if its peer is forbidden, else shut down when time is up."""
-        if not proxied:  # through a proxy, the peer is the proxy, which the user chose
-            peer = sock.getpeername()[0]
-            reason = address_refusal(peer, self.hop_origin)
-            if reason:
-                sock.close()
-                raise _PeerRefused(f"the connection reached {peer}, which {reason}")
-        with self._lock:
-            self._sockets = [s for s in self._sockets if s.fileno() != -1] + [sock]
-            tripped = self.failure is not None
-        if tripped:
-            _shut(sock)
-
-    def waiting(self) -> None:
-        with self._lock:
-            self._waiting_since, self._samples = time.monotonic(), deque()
-
-    def body_started(self) -> None:
-        with self._lock:
-            self._received = 0
-            self._waiting_since, self._samples = None, deque([(time.monotonic(), 0)])
-
-    def got(self, count: int) -> None:
-        self._received += count  # one writer; the watchdog only reads it
-
-    def idle(self) -> None:
-        with self._lock:
-            self._waiting_since, self._samples = None, deque()
-
-    # -- the side thread
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self._tick):
-            failure = self._overdue(time.monotonic())
-            if failure:
-                with self._lock:
-                    self.failure = failure
-                    sockets = list(self._sockets)
-                for sock in sockets:
-                    _shut(sock)
-                return
-
-    def _overdue(self, now: float) -> FetchError | None:
-        if now >= self.deadline_at:
-            return self.deadline_error("")
-        with self._lock:
-            waiting_since, samples, received = self._waiting_since, self._samples, self._received
-            if samples:
-                samples.append((now, received))
-                window = self.settings.rate_window
-                while len(samples) > 1 and samples[1][0] <= now - window:
-                    samples.popleft()
-        wait = self.settings.connect_timeout + self.settings.read_timeout
-        if waiting_since is not None and now - waiting_since > wait:
-            return FetchError(
-                self._sentence(
-                    f"downloading {self.shown}: the server did not finish sending its response "
-                    f"headers within {wait:g} s; it is stalling or is not an HTTP server. Check "
-                    "the URL, or raise download.timeout if the server is only slow to answer"
-                )
-            )
-        if samples and self.settings.min_rate > 0:
-            since, before = samples[0]
-            if now - since >= self.settings.rate_window:
-                rate = (received - before) / (now - since)
-                if rate < self.settings.min_rate:
-                    return self._slow_error(rate, now - since)
-        return None
-
-    def deadline_error(self, detail: str) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            self._sentence(
-                f"downloading {self.shown} did not finish within download.deadline "
-                f"({self.settings.deadline:g} s){detail}. Raise download.deadline for a large "
-                "file on a slow link, or use a faster mirror"
-            )
-        )
-
-    def _slow_error(self, rate: float, window: float) -> FetchError:
-        floor = self.settings.min_rate
-        return FetchError(
-            self._sentence(
-                f"downloading {self.shown}: only {rate:.0f} bytes/s over the last {window:.0f} "
-                f"s, below download.min_rate_kbps ({floor / KB:g} KB/s = {floor:.0f} bytes/s); "
-                "the server has all but stopped sending. If the link really is this slow, "
-                "lower download.min_rate_kbps (0 turns the floor off); otherwise rerun later "
-                "or use another mirror"
-            )
-        )
-
-    def _sentence(self, text: str) -> str:
-        return f"{text}; {self.resume_hint}." if self.resume_hint else f"{text}."
-
-
-def _shut(sock: socket.socket) -> None:
-    """End a socket another thread may be blocked reading: its read then returns at once.
-
-    The plain socket's shutdown, also for a TLS socket, whose own would tear down its TLS
-    state under the reading thread."""
-    with contextlib.suppress(OSError):  # already closed
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-# --- the session whose sockets the guard sees ------------------------------------------------
-
-
-class _Session(requests.Session):
-    def resolve_redirects(self, *args, **kwargs):
-        # _Download.open follows redirects; requests would parse each target even so (to
-        # offer it as the response's next request) and fail on a malformed one.
-        return iter(())
-
-
-def _guarded_session(guard: _Guard) -> requests.Session:
-    """A requests session whose every new connection is handed to ``guard`` once connected."""
-
-    def guarded(base: type[HTTPConnection]) -> type[HTTPConnection]:
-        class Guarded(base):
-            def _new_conn(self) -> socket.socket:
-                sock = super()._new_conn()
-                guard.connected(sock, proxied=bool(self.proxy))
-                return sock
-
-        return Guarded
-
-    class Pool(HTTPConnectionPool):
-        ConnectionCls = guarded(HTTPConnection)
-
-    class TLSPool(HTTPSConnectionPool):
-        ConnectionCls = guarded(HTTPSConnection)
-
-    pools = {"http": Pool, "https": TLSPool}
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-        def proxy_manager_for(self, proxy: str, **kwargs):
-            manager = super().proxy_manager_for(proxy, **kwargs)
-            if not proxy.lower().startswith("socks"):  # SOCKS pools are their own kind
-                manager.pool_classes_by_scheme = pools
-            return manager
-
-    session = _Session()
-    adapter = Adapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session

@@ -10,8 +10,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from imgpipe.errors import StageError
-from imgpipe.fetch import ChecksumMismatch, Fetched, redact_url
+from imgpipe.fetch_errors import ChecksumMismatch
+from imgpipe.file_hash import Fetched
 from imgpipe.layout import local_path
+from imgpipe.redact import redact_url
 from imgpipe.sources.common import (
     ArchiveSourceParams,
     LabelPattern,

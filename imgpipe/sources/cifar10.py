@@ -25,8 +25,8 @@ from pydantic import Field
 
 from imgpipe.archives import Archive
 from imgpipe.errors import RawDataError
-from imgpipe.fetch import redact_url
 from imgpipe.raw import RawItem
+from imgpipe.redact import redact_url
 from imgpipe.sources.common import (
     ArchiveSourceParams,
     Sha256,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +17,18 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from imgpipe.archives import MAX_MEMBER_BYTES, Archive, Limits, copy_file
+from imgpipe.archive_rules import MAX_MEMBER_BYTES, Limits
+from imgpipe.archives import Archive
 from imgpipe.errors import RawDataError, StageError
-from imgpipe.fetch import (
+from imgpipe.fetch import fetch
+from imgpipe.fetch_settings import (
     DEFAULT_DEADLINE,
     DEFAULT_MIN_RATE_KBPS,
     KB,
     RATE_WINDOW,
-    Fetched,
     FetchSettings,
-    fetch,
 )
+from imgpipe.file_hash import Fetched
 from imgpipe.labels import (
     CLUTTER,
     IGNORED_NAMES,
@@ -149,8 +151,17 @@ def fetch_settings(params: SourceParams) -> FetchSettings:
 def keep_archive(fetched: Fetched, out_dir: Path, name: str) -> Fetched:
     """The verified file from our own downloads folder, hard-linked into data/raw (no second
     copy of a large archive). A user's own file goes through ``copy_hashed`` instead."""
-    copy_file(fetched.path, out_dir / name)
+    _link_or_copy(fetched.path, out_dir / name)
     return Fetched(out_dir / name, fetched.sha256, fetched.size)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link when possible (same filesystem, no extra space), else copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def copy_hashed(source: Path, target: Path) -> Fetched:

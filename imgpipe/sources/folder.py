@@ -25,7 +25,7 @@ from tqdm import tqdm
 from imgpipe import atomic
 from imgpipe.cli import worker_count
 from imgpipe.errors import RawDataError, StageError
-from imgpipe.fetch import file_sha256
+from imgpipe.file_hash import file_sha256
 from imgpipe.labels import (
     LabelRule,
     escape_name,

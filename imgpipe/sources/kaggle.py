@@ -25,7 +25,8 @@ import urllib3
 from pydantic import Field, field_validator, model_validator
 
 from imgpipe.errors import StageError
-from imgpipe.fetch import redact_text, verified_file
+from imgpipe.file_hash import verified_file
+from imgpipe.redact import redact_text
 from imgpipe.sources.common import (
     ArchiveSourceParams,
     LabelPattern,

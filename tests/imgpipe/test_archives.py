@@ -6,14 +6,14 @@ import zipfile
 import pytest
 
 from imgpipe import archives
-from imgpipe.archives import (
-    Archive,
+from imgpipe.archive_rules import (
     ArchiveError,
     Limits,
     MemberTooLarge,
     UnsafeArchive,
     archive_format,
 )
+from imgpipe.archives import Archive
 from tests.archive_makers import (
     encrypted_zip,
     make_tar,

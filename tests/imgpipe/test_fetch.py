@@ -9,15 +9,10 @@ from dataclasses import replace
 import pytest
 
 from imgpipe import addresses
-from imgpipe.fetch import (
-    ChecksumMismatch,
-    FetchError,
-    FetchSettings,
-    fetch,
-    part_path,
-    redact_text,
-    redact_url,
-)
+from imgpipe.fetch import fetch, part_path
+from imgpipe.fetch_errors import ChecksumMismatch, FetchError
+from imgpipe.fetch_settings import FetchSettings
+from imgpipe.redact import redact_text, redact_url
 from tests.archive_makers import make_tar
 
 DATA = os.urandom(300_000)

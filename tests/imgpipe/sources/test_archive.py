@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.archives import ArchiveError, UnsafeArchive
+from imgpipe.archive_rules import ArchiveError, UnsafeArchive
 from imgpipe.errors import RawDataError, StageError
-from imgpipe.fetch import ChecksumMismatch
+from imgpipe.fetch_errors import ChecksumMismatch
 from imgpipe.params import PrepareParams
 from imgpipe.raw import list_items
 from imgpipe.sources import archive as archive_source

@@ -11,7 +11,7 @@ from PIL import Image
 
 from imgpipe.archives import Archive
 from imgpipe.errors import RawDataError
-from imgpipe.fetch import ChecksumMismatch
+from imgpipe.fetch_errors import ChecksumMismatch
 from imgpipe.images import decode_png_array
 from imgpipe.params import PrepareParams, parse_params
 from imgpipe.raw import list_items

@@ -8,7 +8,7 @@ import pytest
 
 from imgpipe import crawl
 from imgpipe.errors import StageError
-from imgpipe.fetch import FetchSettings
+from imgpipe.fetch_settings import FetchSettings
 from imgpipe.params import parse_params
 from imgpipe.raw import list_items
 from stages import download
