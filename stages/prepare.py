@@ -24,7 +24,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from imgpipe import atomic
-from imgpipe.archives import MemberTooLarge
+from imgpipe.archive_rules import MemberTooLarge
 from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import (
