@@ -9,6 +9,7 @@ damaged or swapped file fails here rather than in front of a user.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imgpipe import runtimes
 from imgpipe.errors import StageError
+from imgpipe.export_formats import METADATA_FILE, is_quantized
 from imgpipe.images import decode_png_array
 from imgpipe.params import ExportParams
 from imgpipe.runtimes import Model
@@ -37,7 +40,10 @@ class Agreement:
 
     def add(self, expected: np.ndarray, got: np.ndarray) -> None:
         self.images += len(expected)
-        self.max_difference = max(self.max_difference, float(np.max(np.abs(expected - got))))
+        difference = np.abs(expected - got)
+        # NaN (damaged weights) compares false with everything: it must count as the worst.
+        worst = float(np.max(difference)) if np.isfinite(difference).all() else float("inf")
+        self.max_difference = max(self.max_difference, worst)
         self.same_top1 += int(np.sum(expected.argmax(axis=1) == got.argmax(axis=1)))
 
     @property
@@ -87,15 +93,42 @@ def split_batches(prepared: Path, split: Path, batch_size: int) -> Iterator[np.n
 
 
 def compare(
-    reference: Model, exports: dict[str, tuple[Model, bool]], batches: Iterable[np.ndarray]
+    reference: Model, exports: dict[str, Model], batches: Iterable[np.ndarray]
 ) -> dict[str, Agreement]:
-    """Each export (name -> (model, quantized)) against ``reference`` on every batch."""
-    agreements = {name: Agreement(quantized) for name, (_, quantized) in exports.items()}
+    """Each export (by name) against ``reference`` on every batch."""
+    agreements = {name: Agreement(is_quantized(name)) for name in exports}
     for pixels in batches:
         expected = reference.probabilities(pixels)
-        for name, (model, _) in exports.items():
+        for name, model in exports.items():
             agreements[name].add(expected, model.probabilities(pixels))
     return agreements
+
+
+def load_exports(folder: Path) -> dict[str, Model]:
+    """Every export model.json in ``folder`` lists, loaded from its file by its runtime."""
+    path = folder / METADATA_FILE
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["exports"]
+    except (OSError, ValueError, KeyError) as err:
+        raise StageError(f"{path}: cannot read the list of exports ({err})") from None
+    return {name: runtimes.load(folder / file) for name, file in files.items()}
+
+
+def verify(
+    folder: Path,
+    reference: Model,
+    batches: Iterable[np.ndarray],
+    params: ExportParams,
+    shown_as: Path | None = None,
+) -> tuple[dict[str, Model], dict[str, Agreement]]:
+    """Load every export of ``folder``, compare it with ``reference``, stop if one disagrees.
+
+    ``shown_as`` names the folder in the message (the stage checks its scratch folder).
+    """
+    exports = load_exports(folder)
+    agreements = compare(reference, exports, batches)
+    check(agreements, params, shown_as or folder)
+    return exports, agreements
 
 
 def check(agreements: dict[str, Agreement], params: ExportParams, where: Path) -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,9 @@ def _tidy_onnx(path: Path) -> None:
 def write_onnx(model: Any, target: Path) -> None:
     """ONNX through Keras' own export (tf2onnx), input ``pixels``, output ``probabilities``."""
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
-    with _quiet():
+    with _quiet(), warnings.catch_warnings():
+        # Keras' numpy-2 patch for tf2onnx probes np.object, which numpy warns about.
+        warnings.simplefilter("ignore", FutureWarning)
         model.export(
             str(target),
             format="onnx",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from imgpipe import atomic, runtimes
 from imgpipe.cli import run_main
-from imgpipe.export_check import Agreement, check, compare, latency, split_batches
+from imgpipe.export_check import Agreement, latency, split_batches, verify
 from imgpipe.export_formats import INPUT_NAME, METADATA_FILE, OUTPUT_NAME, is_quantized
 from imgpipe.exporters import with_fixed_hash_seed, write_exports
 from imgpipe.layout import Layout
@@ -112,15 +112,10 @@ def run(params: ExportParams, layout: Layout) -> dict:
     with atomic.atomic_dir(layout.export) as scratch:
         files = write_exports(trained.model, scratch, params.formats, params.tflite)
         atomic.write_json(scratch / METADATA_FILE, metadata(trained, files))
-        exports = {
-            name: (runtimes.load(scratch / path), is_quantized(name))
-            for name, path in files.items()
-        }
         batches = split_batches(layout.prepared, layout.split, params.batch_size)
-        agreements = compare(reference, exports, batches)
-        check(agreements, params, layout.export)
+        exports, agreements = verify(scratch, reference, batches, params, layout.export)
         report = _report(files, scratch, agreements, params)
-        models = {"keras": reference, **{name: model for name, (model, _) in exports.items()}}
+        models = {"keras": reference, **exports}
         timing = {
             name: latency(model, sample, params.timing_batch, params.timing_runs)
             for name, model in models.items()
