@@ -17,7 +17,7 @@ def _model_dir(path: Path) -> Path:
 def recognises(path: Path) -> bool:
     if path.is_dir():
         return (path / MODEL_FILE).is_file()
-    return path.suffix == ".keras"
+    return path.suffix == ".keras" and path.is_file()
 
 
 def describe(path: Path) -> tuple[list[str], Standard]:

@@ -14,7 +14,7 @@ QUIET = 3  # onnxruntime's log severity: errors only (it warns about unused init
 
 
 def recognises(path: Path) -> bool:
-    return path.suffix == SUFFIX and not path.is_dir()
+    return path.suffix == SUFFIX and path.is_file()
 
 
 class _Session:

@@ -16,7 +16,7 @@ SUFFIX = ".tflite"
 
 
 def recognises(path: Path) -> bool:
-    return path.suffix == SUFFIX and not path.is_dir()
+    return path.suffix == SUFFIX and path.is_file()
 
 
 class _Interpreter:
