@@ -111,13 +111,6 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         yield chunk
 
 
-def _declared_size(request: Request) -> int | None:
-    try:
-        return int(request.headers["content-length"])
-    except (KeyError, ValueError):
-        return None
-
-
 async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
     """(file name, bytes) of each file in the form field ``files``; BadRequest otherwise."""
     over = f"the request body is over the limit of {limits.request_bytes / MB:g} MB"
@@ -128,9 +121,8 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
             f"send the images as a multipart form (field {FIELD!r}), e.g. curl -F "
             f"{FIELD}=@photo.jpg; got content type {content_type or 'none'!r}",
         )
-    declared = _declared_size(request)
-    if declared is not None and declared > limits.request_bytes:
-        raise BadRequest(413, f"{over} ({declared} bytes); send fewer or smaller files")
+    # Read up to the limit, not refused on Content-Length alone: so the answer can name the
+    # file that took the body over it.
     parser = NamingParser(
         request.headers,
         _limited(request.stream(), limits.request_bytes),
