@@ -28,9 +28,9 @@ def project(tmp_path_factory) -> Path:
     return repro_and_commit(tmp_path_factory.mktemp("experiments") / "project")[0]
 
 
-def test_experiment_with_new_lr_reruns_only_train_and_evaluate(project):
+def test_experiment_with_new_lr_reruns_only_the_model_stages(project):
     output = run(["dvc", "exp", "run", "-S", "train.lr=0.0001"], project)
-    assert stages_run(output) == {"train", "evaluate"}
+    assert stages_run(output) == {"train", "evaluate", "export"}
     # The same value in the form YAML reads as a string must work too.
     run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], project)
     listing = run(["dvc", "exp", "show", "--json"], project)
@@ -66,7 +66,7 @@ def test_queued_sweep_runs_with_two_workers_and_lists_everyrun(project):
 def test_changing_an_augment_param_reruns_augment_and_downstream_only(project):
     set_params(project, {"augment": {"per_class": 150}})
     output = run(["dvc", "repro"], project)
-    assert stages_run(output) == {"augment", "train", "evaluate"}
+    assert stages_run(output) == {"augment", "train", "evaluate", "export"}
 
 
 def test_killed_prepare_or_augment_completes_on_the_next_repro(project):
