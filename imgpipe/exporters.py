@@ -12,6 +12,8 @@ Every export takes what the Keras model takes, a batch of uint8 HxWxC pixels nam
   Python's per-process string hashing; the stage runs under a fixed ``PYTHONHASHSEED``
   (``with_fixed_hash_seed``).
 - TFLite conversion is deterministic as it is.
+
+Every export runs the model with ``training=False`` (see ``_called_for_inference``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,29 @@ def _quiet() -> Iterator[None]:
         return
     with native_stderr_muted():
         yield
+
+
+def _called_for_inference(model: Any) -> Any:
+    """A Keras model that calls ``model`` with ``training=False``, whatever its caller passes.
+
+    Keras' ONNX export calls the model without ``training``; random augmentation layers and
+    batch normalization then behave as in training: the exported graph held random ops
+    onnxruntime cannot load, and normalized by the batch's own statistics.
+    """
+    import keras
+    import numpy as np
+
+    class Inference(keras.Model):
+        def __init__(self, inner: Any) -> None:
+            super().__init__(name=inner.name)
+            self.inner = inner
+
+        def call(self, pixels: Any) -> Any:
+            return self.inner(pixels, training=False)
+
+    wrapper = Inference(model)
+    wrapper(np.zeros((1, *model.input_shape[1:]), np.uint8))  # built, as export requires
+    return wrapper
 
 
 def _pixels_spec(model: Any):
@@ -168,7 +193,7 @@ def write_onnx(model: Any, target: Path) -> None:
     with _quiet(), warnings.catch_warnings():
         # Keras' numpy-2 patch for tf2onnx probes np.object, which numpy warns about.
         warnings.simplefilter("ignore", FutureWarning)
-        model.export(
+        _called_for_inference(model).export(
             str(target),
             format="onnx",
             verbose=False,

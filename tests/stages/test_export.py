@@ -199,3 +199,23 @@ def test_a_failed_check_leaves_no_export(trained_project, tmp_path, monkeypatch)
 def test_export_params_are_checked(section, message):
     with pytest.raises(ParamsError, match=message):
         parse_params({"export": section})
+
+
+def test_onnx_of_a_model_with_augmentation_and_batch_norm_runs_as_at_inference(tmp_path):
+    import keras
+    import onnxruntime
+
+    from imgpipe.exporters import write_onnx
+    from imgpipe.models import build_model
+
+    keras.utils.set_random_seed(1)
+    layers = [{"type": "conv", "filters": 4, "kernel": 3}, {"type": "bn"}, {"type": "relu"}]
+    augmentation = [{"type": "flip", "mode": "horizontal"}, {"type": "rotation", "factor": 0.1}]
+    model = build_model(layers, (16, 16, 3), 3, augmentation)
+    write_onnx(model, tmp_path / "model.onnx")
+    # Loadable (no random ops), and batch norm uses its moving statistics, not the batch's.
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    got = session.run(None, {"pixels": pixels})[0]
+    assert np.abs(got - model.predict_on_batch(pixels)).max() <= 1e-5
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
