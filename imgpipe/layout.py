@@ -27,6 +27,8 @@ TRAIN_CURVES = "reports/train/curves.png"
 METRICS = "reports/metrics.json"
 PREDICTIONS = "reports/predictions.csv"
 EVALUATE_PLOTS = "reports/evaluate"
+EXPORT = "data/export"
+EXPORT_REPORT = "reports/export.json"
 # Kept between runs outside DVC's outputs (DVC empties an output before its stage runs):
 # partial and verified downloads, to resume and reuse them; training state, to resume a kill.
 DOWNLOADS = ".downloads"
@@ -34,6 +36,8 @@ TRAIN_BACKUP = ".train-backup"
 TENSORBOARD = "logs/tensorboard"
 # How long training took: varies by run, so not an output DVC tracks (git ignores logs/).
 TRAIN_TIMING = "logs/train-timing.json"
+# How fast each export runs on this machine: a timing, so kept out of DVC's outputs likewise.
+EXPORT_TIMING = "logs/export-timing.json"
 
 # What each stage writes, as dvc.yaml declares it (outs, metrics and plots together).
 STAGE_OUTPUTS = {
@@ -44,6 +48,7 @@ STAGE_OUTPUTS = {
     "augment": (AUGMENTED, AUGMENT_PREVIEW),
     "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json", TRAIN_CURVES),
     "evaluate": (METRICS, PREDICTIONS, EVALUATE_PLOTS),
+    "export": (EXPORT, EXPORT_REPORT),
 }
 # The data each stage reads from the stages before it.
 STAGE_INPUTS = {
@@ -54,6 +59,7 @@ STAGE_INPUTS = {
     "augment": (PREPARED, SPLIT),
     "train": (PREPARED, SPLIT, AUGMENTED),
     "evaluate": (MODEL, PREPARED, SPLIT),
+    "export": (MODEL, PREPARED, SPLIT),
 }
 
 
@@ -84,6 +90,9 @@ class Layout:
     metrics: Path = Path(METRICS)
     predictions: Path = Path(PREDICTIONS)
     evaluate_plots: Path = Path(EVALUATE_PLOTS)
+    export: Path = Path(EXPORT)
+    export_report: Path = Path(EXPORT_REPORT)
+    export_timing: Path = Path(EXPORT_TIMING)
 
     @classmethod
     def under(cls, root: Path | str) -> Layout:

@@ -23,6 +23,7 @@ from pydantic import (
 
 from imgpipe import bounded_yaml
 from imgpipe.errors import ParamsError
+from imgpipe.export_formats import FORMATS, TFLITE_VARIANTS
 from imgpipe.images import (
     ColorMode,
     ColorValue,
@@ -292,6 +293,52 @@ class EvaluateParams(Section):
         return class_names_as_text(name)
 
 
+ExportFormat = Literal[FORMATS]  # type: ignore[valid-type]
+TfliteVariant = Literal[TFLITE_VARIANTS]  # type: ignore[valid-type]
+
+
+class ExportParams(Section):
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: list(FORMATS), min_length=1, description="formats to write"
+    )
+    tflite: list[TfliteVariant] = Field(
+        default_factory=lambda: list(TFLITE_VARIANTS),
+        description="TFLite weights: float32 as trained, float16, int8 (dynamic range)",
+    )
+    max_difference: float = Field(
+        1e-4,
+        gt=0,
+        le=1,
+        description="float exports (SavedModel, ONNX, TFLite float32): the largest absolute "
+        "difference from the Keras model's probability allowed on any test image and class",
+    )
+    min_agreement: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="quantized exports (TFLite float16, int8): the smallest share of test "
+        "images whose top-1 class must equal the Keras model's",
+    )
+    batch_size: int = Field(256, ge=1, le=65536, description="test images per model call")
+    timing_runs: int = Field(5, ge=1, le=100, description="latency: the median of this many")
+    timing_batch: int = Field(32, ge=1, le=4096, description="images in the batch timed")
+
+    @model_validator(mode="after")
+    def _each_once(self) -> ExportParams:
+        for key in ("formats", "tflite"):
+            values = getattr(self, key)
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"{key} lists {', '.join(repeated)} more than once")
+        if "tflite" in self.formats and not self.tflite:
+            raise ValueError(
+                "formats has tflite but tflite lists no variant; give at least one of "
+                + ", ".join(TFLITE_VARIANTS)
+                + " or drop tflite from formats"
+            )
+        return self
+
+
 class CheckParams(Section):
     """What ``repro-check`` demands of a rerun of the pipeline."""
 
@@ -310,6 +357,7 @@ class Params(Section):
     augment: AugmentParams = AugmentParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
     check: CheckParams = CheckParams()
 
     @field_validator("download", mode="before")

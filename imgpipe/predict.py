@@ -5,11 +5,14 @@
     python -m imgpipe.predict ...    # the same, without the console script
 
 Every file goes through ``imgpipe.images.standardize_file`` with the image standard saved
-beside the model (``preprocessing.json``): the very function ``prepare`` used, so the
-model gets exactly the pixels it would have been trained on. Files are read and decoded in
-worker processes, in order, and fed to the model in batches, so a folder of thousands of
-images takes seconds. A file that cannot be read is reported with its reason and the others
-are still predicted; the exit status is then 1 (2 for a missing model or no input at all).
+beside the model (``preprocessing.json``, or ``model.json`` beside an export): the very
+function ``prepare`` used, so the model gets exactly the pixels it would have been trained
+on. ``--model`` takes the Keras model or any export (a SavedModel folder, ``.onnx``,
+``.tflite``), run through ``imgpipe.runtimes``; ONNX and TFLite never load TensorFlow.
+Files are read and decoded in worker processes, in order, and fed to the model in batches,
+so a folder of thousands of images takes seconds. A file that cannot be read is reported
+with its reason and the others are still predicted; the exit status is then 1 (2 for a
+missing model or no input at all).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from imgpipe import atomic
+from imgpipe import atomic, runtimes
 from imgpipe.cli import run_main, worker_count
 from imgpipe.errors import StageError
 from imgpipe.images import Rejection, Standard, model_array, standardize_file
@@ -37,7 +40,8 @@ from imgpipe.labels import display_name, is_clutter
 from imgpipe.layout import PROJECT_MARKER, Layout, find_project
 from imgpipe.parallel import Fault, ordered_map
 from imgpipe.quiet_tf import LOG_LEVEL_VARIABLE
-from imgpipe.trained import Trained, load_trained, read_standard, top_k
+from imgpipe.runtimes import Model
+from imgpipe.trained import top_k
 
 log = logging.getLogger("imgpipe.predict")
 
@@ -49,15 +53,17 @@ DEFAULT_TIMEOUT = 30.0  # seconds per file, as prepare.timeout
 
 @dataclass
 class Report:
-    model_dir: str
+    model_dir: str  # the model given: train's folder or an export, whatever its format
     classes: list[str]
     top_k: int
+    format: str = "keras"
     predictions: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "model_dir": self.model_dir,
+            "format": self.format,
             "classes": self.classes,
             "top_k": self.top_k,
             "count": {"predicted": len(self.predictions), "unreadable": len(self.errors)},
@@ -121,11 +127,12 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def _ranked(trained: Trained, pixels: np.ndarray, k: int) -> list[list[dict]]:
-    indices, probabilities = top_k(trained.probabilities(pixels), k)
+def ranked(model: Model, pixels: np.ndarray, k: int) -> list[list[dict]]:
+    """The ``k`` likeliest labels of each image with their probabilities, as predict prints."""
+    indices, probabilities = top_k(model.probabilities(pixels), k)
     return [
         [
-            {"label": trained.classes[i], "probability": round(float(p), 6)}
+            {"label": model.classes[i], "probability": round(float(p), 6)}
             for i, p in zip(row_indices, row_probabilities, strict=True)
         ]
         for row_indices, row_probabilities in zip(indices, probabilities, strict=True)
@@ -168,7 +175,7 @@ def _load_all(
     return chain([next(loaded)], loaded)
 
 
-def _predict_batch(report: Report, trained: Trained, batch: list) -> None:
+def _predict_batch(report: Report, model: Model, batch: list) -> None:
     """Add one batch of (path, (pixels, reason)) to ``report``: predictions, or errors."""
     good = [(path, pixels) for path, (pixels, _) in batch if pixels is not None]
     report.errors.extend(
@@ -177,16 +184,16 @@ def _predict_batch(report: Report, trained: Trained, batch: list) -> None:
         if pixels is None
     )
     if good:
-        ranked = _ranked(trained, np.stack([pixels for _, pixels in good]), report.top_k)
+        tops = ranked(model, np.stack([pixels for _, pixels in good]), report.top_k)
         report.predictions.extend(
             {"path": display_name(str(path)), "top_k": top}
-            for (path, _), top in zip(good, ranked, strict=True)
+            for (path, _), top in zip(good, tops, strict=True)
         )
 
 
 def run(
     inputs: Sequence[str],
-    model_dir: Path,
+    model_path: Path,
     k: int,
     batch_size: int,
     workers: int,
@@ -197,10 +204,11 @@ def run(
     if timeout <= 0:
         raise StageError("--timeout must be above 0 seconds")
     files, problems = _files_or_stop(inputs)
-    loaded = _load_all(files, read_standard(model_dir), workers, timeout)
-    trained = load_trained(model_dir)
-    k = min(k, len(trained.classes))
-    report = Report(str(model_dir), trained.classes, k, errors=list(problems))
+    info = runtimes.describe(model_path)  # reads no framework: workers fork before it loads
+    loaded = _load_all(files, info.standard, workers, timeout)
+    model = info.load()
+    k = min(k, len(model.classes))
+    report = Report(str(model_path), model.classes, k, model.format, errors=list(problems))
     progress = tqdm(
         _batches(zip(files, loaded, strict=True), batch_size),
         total=-(-len(files) // batch_size),
@@ -210,7 +218,7 @@ def run(
         disable=None,  # silent when stderr is not a terminal
     )
     for batch in progress:
-        _predict_batch(report, trained, batch)
+        _predict_batch(report, model, batch)
     for problem in report.errors:
         log.warning("skipped %s: %s", problem["path"], problem["reason"])
     log.info("predicted %d image(s), %d skipped", len(report.predictions), len(report.errors))
@@ -254,10 +262,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "inputs", nargs="+", help="image files, folders (searched recursively) or globs"
     )
     parser.add_argument(
+        "--model",
         "--model-dir",
+        dest="model",
         type=Path,
-        help=f"the folder train wrote (default: {Layout().model} of the project holding "
-        "dvc.yaml, found from the current folder upwards)",
+        help=f"the folder train wrote, or an export of it: {Layout().export}/model.onnx, a "
+        f".tflite file or the SavedModel folder (default: {Layout().model} of the project "
+        "holding dvc.yaml, found from the current folder upwards)",
     )
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
@@ -302,10 +313,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     outcome: list[Report] = []
 
     def body() -> None:
-        model_dir = args.model_dir or project_model_dir()
-        report = run(
-            args.inputs, model_dir, args.top_k, args.batch_size, args.workers, args.timeout
-        )
+        model = args.model or project_model_dir()
+        report = run(args.inputs, model, args.top_k, args.batch_size, args.workers, args.timeout)
         if args.format == "json":
             text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
         else:

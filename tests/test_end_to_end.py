@@ -36,12 +36,22 @@ def test_repro_runs_every_stage_and_writes_metrics(ran):
     project, output = ran
     assert stages_run(output) == {
         "validate",
-        *("download", "prepare", "split", "augment", "train", "evaluate"),
+        *("download", "prepare", "split", "augment", "train", "evaluate", "export"),
     }
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert (project / "data" / "model" / "model.keras").exists()
+    exported = json.loads((project / "reports" / "export.json").read_text())["exports"]
+    assert set(exported) == {
+        "saved_model",
+        "onnx",
+        "tflite_float32",
+        "tflite_float16",
+        "tflite_int8",
+    }
+    assert all((project / "data" / "export" / e["file"]).exists() for e in exported.values())
+    assert (project / "logs" / "export-timing.json").exists()  # untracked: git ignores logs/
 
 
 def test_second_repro_runs_nothing(project):

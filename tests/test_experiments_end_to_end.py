@@ -28,10 +28,10 @@ def project(tmp_path_factory) -> Path:
     return repro_and_commit(tmp_path_factory.mktemp("experiments") / "project")[0]
 
 
-def test_experiment_with_new_lr_reruns_only_train_and_evaluate(project):
+def test_experiment_with_new_lr_reruns_only_the_model_stages(project):
     output = run(["dvc", "exp", "run", "-S", "train.lr=0.0001"], project)
     # validate checks every edit of params.yaml, and writes what it always writes
-    assert stages_run(output) == {"validate", "train", "evaluate"}
+    assert stages_run(output) == {"validate", "train", "evaluate", "export"}
     listing = run(["dvc", "exp", "show", "--json"], project)
     shown = json.loads(listing[listing.index("[") :])  # skip any warning printed before it
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
@@ -65,7 +65,7 @@ def test_queued_sweep_runs_with_two_workers_and_lists_everyrun(project):
 def test_changing_an_augment_param_reruns_augment_and_downstream_only(project):
     set_params(project, {"augment": {"per_class": 150}})
     output = run(["dvc", "repro"], project)
-    assert stages_run(output) == {"validate", "augment", "train", "evaluate"}
+    assert stages_run(output) == {"validate", "augment", "train", "evaluate", "export"}
 
 
 def test_killed_prepare_or_augment_completes_on_the_next_repro(project):
