@@ -32,6 +32,7 @@ from imgpipe.images import (
     Standard,
     pixel_size,
 )
+from imgpipe.near_duplicates import MOST_DISTANCE
 from imgpipe.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
@@ -117,6 +118,20 @@ class SplitParams(Section):
         False,
         description="use the source's own val set (a val/ folder: source_split 'val') as the "
         "val split when it has one; otherwise val is cut from the rest",
+    )
+    # 4 from looking at CIFAR-10's pairs: at 0-4 bits nearly every pair is one photo twice,
+    # from 6 bits on different photos of plain backgrounds start to match (README).
+    near_duplicate_distance: int | None = Field(
+        4,
+        ge=0,
+        le=MOST_DISTANCE,
+        description="images whose perceptual hashes differ in at most this many of 64 bits "
+        "are near duplicates and stay on one side of the split; null: exact copies only",
+    )
+    drop_train_near_duplicates: bool = Field(
+        False,
+        description="with a source's own test (or val) set: leave out of train the images "
+        "that are near duplicates of one of its images (listed in data/split/leakage.json)",
     )
 
     @field_validator("test")

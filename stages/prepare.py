@@ -36,6 +36,7 @@ from imgpipe.images import (
     standardize_file,
 )
 from imgpipe.layout import Layout
+from imgpipe.near_duplicates import dct_hash, to_hex
 from imgpipe.parallel import Fault, ordered_map
 from imgpipe.params import PrepareParams, load_params
 from imgpipe.preview_grid import contact_sheet
@@ -76,6 +77,7 @@ class Outcome:
     reason: str | None
     kind: str | None = None  # why it was rejected, as a short code
     source: Source | None = None
+    phash: str | None = None  # perceptual fingerprint of the standardized pixels, for split
 
 
 class LocalFile(NamedTuple):
@@ -114,7 +116,8 @@ def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> 
         return Outcome(None, None, standardized.reason, standardized.kind)
     image, source = standardized
     pixel_hash = hashlib.sha256(image.tobytes()).hexdigest()
-    return Outcome(encode_png(image), pixel_hash, None, None, source)
+    phash = to_hex(dct_hash(image))  # here in the workers: the parent only writes
+    return Outcome(encode_png(image), pixel_hash, None, None, source, phash)
 
 
 def _content(item: RawItem) -> Content:
@@ -350,6 +353,7 @@ def _write_prepared(
                     item.origin,
                     outcome.pixel_hash,
                     group,
+                    outcome.phash,
                     *([item.split or ""] * with_split),
                 ]
             )
