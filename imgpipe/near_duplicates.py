@@ -31,6 +31,7 @@ HEX_DIGITS = HASH_BITS // 4
 # Far above any useful threshold: unrelated images sit near 32 bits apart, and the search's
 # cost grows with the radius it has to probe.
 MOST_DISTANCE = 16
+MIN_CHUNKS = 3  # 22-bit chunks: a table of 4M counts is the largest worth its memory
 # The leakage figures split writes and evaluate puts in the metrics, under these names.
 LEAKAGE_FRACTION = "test_near_duplicates_in_train"  # of the test images
 LEAKAGE_COUNT = "test_near_duplicates_in_train_count"
@@ -104,7 +105,7 @@ def choose_chunks(n: int, distance: int) -> int:
     """The number of chunks with the least expected work for n fingerprints.
 
     Work per chunk: each fingerprint probes every value within the radius (the ball's size)
-    and meets about n / 2^width random others per probe. Chunks wider than 24 bits would need
+    and meets about n / 2^width random others per probe. Chunks wider than 22 bits would need
     too large a table; more than distance + 1 chunks only add lookups.
     """
 
@@ -113,7 +114,8 @@ def choose_chunks(n: int, distance: int) -> int:
         probes = _ball(width, distance // m)
         return m * probes * n * (1 + CANDIDATE_COST * n / 2**width)
 
-    usable = [m for m in range(1, distance + 2) if HASH_BITS // m <= 24]
+    # Any m is exact (pigeonhole); three is the fewest whose chunks fit a table.
+    usable = range(MIN_CHUNKS, max(distance + 1, MIN_CHUNKS) + 1)
     return min(usable, key=work)
 
 
