@@ -22,6 +22,7 @@ AUGMENTED = "data/augmented"
 MODEL = "data/model"
 PREPARE_REPORT = "reports/prepare.json"
 PREPARE_PREVIEW = "reports/prepare/preview.png"
+PREPARE_QUALITY = "reports/prepare/quality"  # a picture per image-quality flag
 # The closest near-duplicate pairs that sit in two splits (the source fixed its test set).
 SPLIT_PAIRS_IMAGE = "reports/split/cross_split_pairs.png"
 AUGMENT_PREVIEW = "reports/augment_preview.png"
@@ -42,7 +43,7 @@ TRAIN_TIMING = "logs/train-timing.json"
 STAGE_OUTPUTS = {
     "validate": (PARAMS_CHECKED,),
     "download": (RAW,),
-    "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW),
+    "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW, PREPARE_QUALITY),
     "split": (SPLIT, SPLIT_PAIRS_IMAGE),
     "augment": (AUGMENTED, AUGMENT_PREVIEW),
     "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json", TRAIN_CURVES),
@@ -75,6 +76,7 @@ class Layout:
     prepared: Path = Path(PREPARED)
     prepare_report: Path = Path(PREPARE_REPORT)
     prepare_preview: Path = Path(PREPARE_PREVIEW)
+    prepare_quality: Path = Path(PREPARE_QUALITY)
     split: Path = Path(SPLIT)
     split_pairs_image: Path = Path(SPLIT_PAIRS_IMAGE)
     augmented: Path = Path(AUGMENTED)

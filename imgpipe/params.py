@@ -33,6 +33,7 @@ from imgpipe.images import (
     pixel_size,
 )
 from imgpipe.near_duplicates import MOST_DISTANCE
+from imgpipe.quality import Flag
 from imgpipe.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
@@ -67,6 +68,29 @@ DownloadParams = Annotated[
 ImageSize = pixel_size(4096)
 
 
+class QualityParams(Section):
+    """Thresholds of the image-quality flags in reports/prepare.json (imgpipe.quality)."""
+
+    # 100 is the usual cut for photos (OpenCV's Laplacian on 0-255 grey); CIFAR-10's sharpest
+    # 99% of 32x32 images are above 300.
+    blurry_below: float = Field(
+        100.0, ge=0, description="variance of the Laplacian of the decoded grey image"
+    )
+    dark_below: float = Field(30.0, ge=0, le=255, description="mean grey level, 0-255")
+    bright_above: float = Field(225.0, ge=0, le=255, description="mean grey level, 0-255")
+    entropy_below: float = Field(
+        4.0, ge=0, le=8, description="bits of the grey-level histogram (8 at most)"
+    )
+    aspect_above: float = Field(3.0, ge=1, description="longer side over shorter side")
+    colourless_below: float = Field(
+        2.0, ge=0, le=255, description="mean spread of R, G, B per pixel: below it an image is grey"
+    )
+    exclude: list[Flag] = Field(
+        default_factory=list,
+        description="flags whose images are rejected (listed with the flag as reason)",
+    )
+
+
 class PrepareParams(Section):
     size: ImageSize = Field((32, 32), description="width, height in pixels")
     fit: Fit = Field(
@@ -92,6 +116,7 @@ class PrepareParams(Section):
         le=86400,
         description="seconds one file may take to decode before it is rejected as timeout",
     )
+    quality: QualityParams = QualityParams()
 
     def standard(self) -> Standard:
         """The image standard these params describe: what prepare and predict turn images into."""
