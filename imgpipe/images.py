@@ -503,24 +503,33 @@ def standardize_bytes(
 
     The one path from file bytes to model pixels, for ``prepare`` and ``predict`` alike.
     """
+    image, source, _ = standardize_keeping_decoded(data, standard, min_side)
+    return image, source
+
+
+def standardize_keeping_decoded(
+    data: bytes, standard: Standard, min_side: int = 1
+) -> tuple[Image.Image, Source, Image.Image]:
+    """``standardize_bytes``, and the decoded image before resizing (for quality measures)."""
     with warnings.catch_warnings():
         # Pillow warns about quirks this function handles (palette transparency, odd EXIF);
         # thousands of such lines would bury the messages that matter.
         warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
         image, source = decode_source(data, standard, min_side)
-        return standardize(image, standard), source
+        return standardize(image, standard), source, image
 
 
 def standardize_file(
-    data: bytes, standard: Standard, min_side: int = 1
-) -> tuple[Image.Image, Source] | Rejection:
+    data: bytes, standard: Standard, min_side: int = 1, keep_decoded: bool = False
+) -> tuple[Image.Image, Source] | tuple[Image.Image, Source, Image.Image] | Rejection:
     """``standardize_bytes``, or the Rejection of a file it cannot use: never an exception.
 
     For ``prepare`` and ``predict`` alike, so one malformed file is reported with its reason
-    and the files after it are still read.
+    and the files after it are still read. With ``keep_decoded`` the decoded image comes third.
     """
     try:
-        return standardize_bytes(data, standard, min_side)
+        standardized = standardize_keeping_decoded(data, standard, min_side)
+        return standardized if keep_decoded else standardized[:2]
     except ImageRejected as err:
         return Rejection(str(err), err.kind)
     except Exception as err:

@@ -17,10 +17,14 @@ PARAMS_CHECKED = "data/params-checked.json"
 RAW = "data/raw"
 PREPARED = "data/prepared"
 SPLIT = "data/split"
+LEAKAGE = "leakage.json"  # in data/split: near duplicates across splits, read by evaluate
 AUGMENTED = "data/augmented"
 MODEL = "data/model"
 PREPARE_REPORT = "reports/prepare.json"
 PREPARE_PREVIEW = "reports/prepare/preview.png"
+PREPARE_QUALITY = "reports/prepare/quality"  # a picture per image-quality flag
+# The closest near-duplicate pairs that sit in two splits (the source fixed its test set).
+SPLIT_PAIRS_IMAGE = "reports/split/cross_split_pairs.png"
 AUGMENT_PREVIEW = "reports/augment_preview.png"
 TRAIN_LIVE = "reports/train"  # dvclive: metrics.json and plots/metrics/
 TRAIN_CURVES = "reports/train/curves.png"
@@ -43,8 +47,8 @@ EXPORT_TIMING = "logs/export-timing.json"
 STAGE_OUTPUTS = {
     "validate": (PARAMS_CHECKED,),
     "download": (RAW,),
-    "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW),
-    "split": (SPLIT,),
+    "prepare": (PREPARED, PREPARE_REPORT, PREPARE_PREVIEW, PREPARE_QUALITY),
+    "split": (SPLIT, SPLIT_PAIRS_IMAGE),
     "augment": (AUGMENTED, AUGMENT_PREVIEW),
     "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json", TRAIN_CURVES),
     "evaluate": (METRICS, PREDICTIONS, EVALUATE_PLOTS),
@@ -78,7 +82,9 @@ class Layout:
     prepared: Path = Path(PREPARED)
     prepare_report: Path = Path(PREPARE_REPORT)
     prepare_preview: Path = Path(PREPARE_PREVIEW)
+    prepare_quality: Path = Path(PREPARE_QUALITY)
     split: Path = Path(SPLIT)
+    split_pairs_image: Path = Path(SPLIT_PAIRS_IMAGE)
     augmented: Path = Path(AUGMENTED)
     augment_preview: Path = Path(AUGMENT_PREVIEW)
     model: Path = Path(MODEL)

@@ -33,6 +33,8 @@ from imgpipe.images import (
     Standard,
     pixel_size,
 )
+from imgpipe.near_duplicates import MOST_DISTANCE
+from imgpipe.quality import Flag
 from imgpipe.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
@@ -67,6 +69,29 @@ DownloadParams = Annotated[
 ImageSize = pixel_size(4096)
 
 
+class QualityParams(Section):
+    """Thresholds of the image-quality flags in reports/prepare.json (imgpipe.quality)."""
+
+    # 100 is the usual cut for photos (OpenCV's Laplacian on 0-255 grey); CIFAR-10's sharpest
+    # 99% of 32x32 images are above 300.
+    blurry_below: float = Field(
+        100.0, ge=0, description="variance of the Laplacian of the decoded grey image"
+    )
+    dark_below: float = Field(30.0, ge=0, le=255, description="mean grey level, 0-255")
+    bright_above: float = Field(225.0, ge=0, le=255, description="mean grey level, 0-255")
+    entropy_below: float = Field(
+        4.0, ge=0, le=8, description="bits of the grey-level histogram (8 at most)"
+    )
+    aspect_above: float = Field(3.0, ge=1, description="longer side over shorter side")
+    colourless_below: float = Field(
+        2.0, ge=0, le=255, description="mean spread of R, G, B per pixel: below it an image is grey"
+    )
+    exclude: list[Flag] = Field(
+        default_factory=list,
+        description="flags whose images are rejected (listed with the flag as reason)",
+    )
+
+
 class PrepareParams(Section):
     size: ImageSize = Field((32, 32), description="width, height in pixels")
     fit: Fit = Field(
@@ -92,6 +117,7 @@ class PrepareParams(Section):
         le=86400,
         description="seconds one file may take to decode before it is rejected as timeout",
     )
+    quality: QualityParams = QualityParams()
 
     def standard(self) -> Standard:
         """The image standard these params describe: what prepare and predict turn images into."""
@@ -118,6 +144,20 @@ class SplitParams(Section):
         False,
         description="use the source's own val set (a val/ folder: source_split 'val') as the "
         "val split when it has one; otherwise val is cut from the rest",
+    )
+    # 4 from looking at CIFAR-10's pairs: at 0-4 bits nearly every pair is one photo twice,
+    # from 6 bits on different photos of plain backgrounds start to match (README).
+    near_duplicate_distance: int | None = Field(
+        4,
+        ge=0,
+        le=MOST_DISTANCE,
+        description="images whose perceptual hashes differ in at most this many of 64 bits "
+        "are near duplicates and stay on one side of the split; null: exact copies only",
+    )
+    drop_train_near_duplicates: bool = Field(
+        False,
+        description="with a source's own test (or val) set: leave out of train the images "
+        "that are near duplicates of one of its images (listed in data/split/leakage.json)",
     )
 
     @field_validator("test")

@@ -27,14 +27,16 @@ SHARD_PATTERN = "shard-{:05d}.tar"
 # its place in the shards (what ``ShardWriter.add`` returns and every reader needs).
 PLACE_COLUMNS = ["id", "label", "shard", "offset", "length"]
 # data/prepared: ``origin`` is the image's path in data/raw, ``sha256`` the hash of its
-# standardized pixels, ``group`` the duplicate group that the split keeps on one side.
-PREPARED_COLUMNS = [*PLACE_COLUMNS, "origin", "sha256", "group"]
+# standardized pixels, ``group`` the duplicate group that the split keeps on one side, ``phash``
+# the perceptual fingerprint (imgpipe.near_duplicates) that finds near copies.
+PHASH = "phash"
+PREPARED_COLUMNS = [*PLACE_COLUMNS, "origin", "sha256", "group", PHASH]
 SOURCE_SPLIT = "source_split"  # last prepared column, only when the source has its own split
 # data/augmented: ``parent`` is the id of the prepared image a sample was made from; ``seed``
 # and ``operations`` (JSON) are enough to make the sample again.
 AUGMENTED_COLUMNS = [*PLACE_COLUMNS, "parent", "seed", "operations"]
 # Read as text whatever they hold: hex ids and groups, or a class named 7, look like numbers.
-TEXT_COLUMNS = ("id", "label", "origin", "group", "parent")
+TEXT_COLUMNS = ("id", "label", "origin", "group", PHASH, "parent")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ training fed the model, in manifest order, so each probability row is tied to it
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +37,10 @@ from tqdm import tqdm
 
 from imgpipe import atomic
 from imgpipe.cli import run_main
-from imgpipe.errors import StageError
+from imgpipe.errors import MissingInputError, StageError
 from imgpipe.images import decode_png_array
-from imgpipe.layout import Layout
+from imgpipe.layout import LEAKAGE, Layout
+from imgpipe.near_duplicates import LEAKAGE_COUNT, LEAKAGE_FRACTION
 from imgpipe.params import EvaluateParams, load_params
 from imgpipe.plots import Tile, confusion_image, gallery_image, per_class_image
 from imgpipe.shards import read_images, read_manifest, split_rows
@@ -370,6 +372,18 @@ def _log_metrics(metrics: dict, k: int, classes: int) -> None:
     )
 
 
+def leakage_metrics(split_dir: Path) -> dict:
+    """What split measured: test images with a near duplicate in train (None: not measured).
+
+    Beside the accuracy, so a score inflated by near copies of training images shows.
+    """
+    path = split_dir / LEAKAGE
+    if not path.exists():
+        raise MissingInputError(f"{path} is missing: rerun the split stage (dvc repro split)")
+    leakage = json.loads(path.read_text(encoding="utf-8"))
+    return {key: leakage.get(key) for key in (LEAKAGE_FRACTION, LEAKAGE_COUNT)}
+
+
 def run(params: EvaluateParams, layout: Layout) -> dict:
     predicted = predict_test_split(layout, params.batch_size)
     classes = len(predicted.classes)
@@ -381,6 +395,7 @@ def run(params: EvaluateParams, layout: Layout) -> dict:
     )
     write_plots(layout, predicted, metrics, curve, params.gallery_per_class)
     atomic.write_text(layout.predictions, predictions.to_csv(index=False, lineterminator="\n"))
+    metrics.update(leakage_metrics(layout.split))
     atomic.write_json(layout.metrics, metrics)
     _log_metrics(metrics, k, classes)
     return metrics

@@ -37,9 +37,11 @@ from imgpipe.images import (
     standardize_file,
 )
 from imgpipe.layout import Layout
+from imgpipe.near_duplicates import dct_hash, to_hex
 from imgpipe.parallel import Fault, ordered_map
-from imgpipe.params import PrepareParams, load_params
+from imgpipe.params import PrepareParams, QualityParams, load_params
 from imgpipe.preview_grid import contact_sheet
+from imgpipe.quality import FLAGS, flags, measure
 from imgpipe.raw import RawItem, list_items, read_source
 from imgpipe.shards import (
     INFO_FILE,
@@ -58,6 +60,7 @@ PREVIEW_CLASSES = 24
 # parent reads): photos of a few MB, or members near download.max_member_mb, then take fewer
 # at a time instead of hundreds. One item always goes, whatever its size.
 IN_FLIGHT_BYTES = 64 * 1024**2
+GALLERY_PER_FLAG = 16
 
 # What each file extension promises, to report files whose content is another format.
 EXTENSION_FORMATS = {
@@ -81,6 +84,8 @@ class Outcome:
     reason: str | None
     kind: str | None = None  # why it was rejected, as a short code
     source: Source | None = None
+    phash: str | None = None  # perceptual fingerprint of the standardized pixels, for split
+    quality: dict[str, float] | None = None  # imgpipe.quality measures of the decoded image
 
 
 class LocalFile(NamedTuple):
@@ -117,12 +122,14 @@ def standardize_one(content: Content, standard: Standard, min_side: int = 1) -> 
         data = _read(content)
     except OSError as err:
         return Outcome(None, None, f"cannot read the file: {err}", "unreadable")
-    standardized = standardize_file(data, standard, min_side)
+    standardized = standardize_file(data, standard, min_side, keep_decoded=True)
     if isinstance(standardized, Rejection):
         return Outcome(None, None, standardized.reason, standardized.kind)
-    image, source = standardized
+    image, source, decoded = standardized
     pixel_hash = hashlib.sha256(image.tobytes()).hexdigest()
-    return Outcome(encode_png(image), pixel_hash, None, None, source)
+    phash = to_hex(dct_hash(image))  # here in the workers: the parent only writes
+    quality = measure(decoded)  # before resizing: blur does not survive a shrink to 32x32
+    return Outcome(encode_png(image), pixel_hash, None, None, source, phash, quality)
 
 
 def _content(item: RawItem) -> Content:
@@ -224,6 +231,31 @@ class Tally:
     copies: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     preview: dict[str, list[bytes]] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+    flagged: dict[str, list[dict]] = field(default_factory=lambda: {f: [] for f in FLAGS})
+    flag_gallery: dict[str, list[bytes]] = field(default_factory=lambda: {f: [] for f in FLAGS})
+
+    def flag(self, item: RawItem, outcome: Outcome, thresholds: QualityParams) -> list[str]:
+        """Note the quality flags ``outcome`` raises; return those that exclude it."""
+        assert outcome.quality is not None and outcome.png is not None
+        raised = flags(outcome.quality, thresholds)
+        for name in raised:
+            self.flagged[name].append({"path": item.origin, "label": item.label, **outcome.quality})
+            if len(self.flag_gallery[name]) < GALLERY_PER_FLAG:
+                self.flag_gallery[name].append(outcome.png)
+        return [name for name in raised if name in thresholds.exclude]
+
+    def quality_report(self, thresholds: QualityParams) -> dict:
+        """Counts and files per flag; grey images count only where most images have colour."""
+        seen = sum(self.after.values()) + sum(
+            1 for r in self.rejected if str(r["kind"]).startswith("quality_")
+        )
+        report = {"thresholds": thresholds.model_dump(), "flags": {}}
+        for name in FLAGS:
+            files = self.flagged[name]
+            if name == "grayscale" and len(files) * 2 >= seen:
+                files = []  # a grey dataset: nothing odd about one more grey image
+            report["flags"][name] = {"count": len(files), "files": files}
+        return report
 
     def reject(self, item: RawItem, outcome: Outcome) -> None:
         self.rejected.append(
@@ -327,11 +359,13 @@ def run(params: PrepareParams, layout: Layout) -> dict:
     with atomic.atomic_dir(layout.prepared) as scratch:
         _write_prepared(items, standard, params, workers, scratch, tally)
         summary = tally.summary(standard)
+        summary["quality"] = tally.quality_report(params.quality)
         # Written before the class check, so a stopped stage still shows why files were dropped.
         atomic.write_json(layout.prepare_report, summary)
         _check_class_sizes(tally, params.min_per_class, layout.prepare_report)
     preview = contact_sheet(tally.preview_rows(), PREVIEW_PER_CLASS)
     atomic.write_bytes(layout.prepare_preview, preview)
+    _write_quality_galleries(layout.prepare_quality, tally, summary["quality"])
     _log_summary(summary, layout.prepare_report)
     return summary
 
@@ -358,6 +392,11 @@ def _write_prepared(
             if outcome.png is None or outcome.pixel_hash is None:
                 tally.reject(item, outcome)
                 continue
+            excluded = tally.flag(item, outcome, params.quality)
+            if excluded:
+                reason = "prepare.quality.exclude: " + ", ".join(excluded)
+                tally.reject(item, Outcome(None, None, reason, f"quality_{excluded[0]}"))
+                continue
             image_id = sample_id(item.origin)
             place = shards.add(PackedImage(image_id, outcome.png))
             group = outcome.pixel_hash[:16]
@@ -372,6 +411,7 @@ def _write_prepared(
                     item.origin,
                     outcome.pixel_hash,
                     group,
+                    outcome.phash,
                     *([item.split or ""] * with_split),
                 ]
             )
@@ -379,6 +419,21 @@ def _write_prepared(
         scratch / INFO_FILE,
         {"standard": standard.to_dict(), "classes": tally.classes, "count": tally.after.total()},
     )
+
+
+def _write_quality_galleries(directory: Path, tally: Tally, report: dict) -> None:
+    """One picture per flag: the first flagged images, standardized, to judge the threshold."""
+    with atomic.atomic_dir(directory) as scratch:
+        for name in FLAGS:
+            count = report["flags"][name]["count"]
+            shown = tally.flag_gallery[name] if count else []
+            columns = GALLERY_PER_FLAG // 2
+            rows = [
+                (f"{name} ({count})" if i == 0 else "", shown[i : i + columns])
+                for i in range(0, len(shown), columns)
+            ]
+            sheet = contact_sheet(rows or [(f"{name} (0)", [])], columns)
+            atomic.write_bytes(scratch / f"{name}.png", sheet)
 
 
 def _check_class_sizes(tally: Tally, minimum: int, report_path: Path) -> None:

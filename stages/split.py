@@ -8,27 +8,45 @@ images in the prepared manifest's ``source_split`` column (``train`` / ``val`` /
 when the source has no split of its own). With ``split.keep_source_test`` that test set is the
 test split, and the rest is split into train and val; with ``split.keep_source_val`` the
 source's val set (a ``val/`` folder), if it has one, is the val split.
+
+Near duplicates (perceptual hashes within ``split.near_duplicate_distance`` bits, see
+``imgpipe.near_duplicates``) join their exact-duplicate groups into one group that is split
+as a whole. A source's own test (or val) set cannot be regrouped, so near duplicates across
+it are listed instead, in ``leakage.json`` and ``cross_split_pairs.csv``, and pictured; with
+``split.drop_train_near_duplicates`` their training copies are left out, and listed.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from imgpipe import atomic
 from imgpipe.cli import run_main
 from imgpipe.errors import StageError
-from imgpipe.layout import Layout
+from imgpipe.layout import LEAKAGE, Layout
+from imgpipe.near_duplicates import (
+    LEAKAGE_COUNT,
+    LEAKAGE_FRACTION,
+    from_hex,
+    near_pairs,
+    union_groups,
+)
 from imgpipe.params import SplitParams, load_params
-from imgpipe.shards import SOURCE_SPLIT, read_manifest
+from imgpipe.preview_grid import contact_sheet
+from imgpipe.shards import PHASH, SOURCE_SPLIT, read_images, read_manifest
 
 log = logging.getLogger("imgpipe.split")
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_COLUMNS = ["id", "label", "group"]
+PAIRS_FILE = "cross_split_pairs.csv"
+PAIRS_SHOWN = 24  # closest cross-split pairs in the picture
 
 
 def _check_splittable(groups: pd.DataFrame, fractions: dict[str, float]) -> None:
@@ -122,10 +140,125 @@ def assign_splits(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.
     return manifest["group"].map(names)
 
 
+def find_near_pairs(manifest: pd.DataFrame, distance: int | None) -> pd.DataFrame:
+    """Row positions (first, second) of near-duplicate pairs of distinct images, with distance.
+
+    Pairs of one exact group are left out: they are together already.
+    """
+    empty = pd.DataFrame({"first": [], "second": [], "distance": []}, dtype=np.int64)
+    if distance is None:
+        return empty
+    if PHASH not in manifest.columns:
+        log.warning("the prepared manifest has no %s column: rerun prepare", PHASH)
+        return empty
+    pairs = near_pairs(from_hex(manifest[PHASH]), distance)
+    frame = pd.DataFrame({"first": pairs.first, "second": pairs.second, "distance": pairs.distance})
+    groups = manifest["group"].to_numpy()
+    return frame[groups[frame["first"]] != groups[frame["second"]]].reset_index(drop=True)
+
+
+def fixed_sides(manifest: pd.DataFrame, params: SplitParams) -> pd.Series:
+    """Per row: 'test' or 'val' where the source's own set holds its group, else ''."""
+    side = pd.Series("", index=manifest.index)
+    test_groups = source_test_groups(manifest) if params.keep_source_test else set()
+    side[manifest["group"].isin(test_groups)] = "test"
+    if params.keep_source_val:
+        val_groups = source_val_groups(manifest, test_groups) or set()
+        side[manifest["group"].isin(val_groups)] = "val"
+    return side
+
+
+def joined_groups(manifest: pd.DataFrame, pairs: pd.DataFrame, sides: pd.Series) -> pd.Series:
+    """Exact groups joined through near pairs, except pairs across a source's fixed set.
+
+    The joined group is named after its first exact group in sorted order, so names do not
+    depend on the order of rows or pairs.
+    """
+    codes, names = pd.factorize(manifest["group"], sort=True)
+    side = sides.to_numpy()
+    first, second = pairs["first"].to_numpy(), pairs["second"].to_numpy()
+    same_side = side[first] == side[second]
+    roots = union_groups(len(names), codes[first[same_side]], codes[second[same_side]])
+    return pd.Series(np.asarray(names)[roots[codes]], index=manifest.index)
+
+
+def cross_split_pairs(
+    manifest: pd.DataFrame, splits: pd.Series, pairs: pd.DataFrame
+) -> pd.DataFrame:
+    """Near pairs whose images sit in two splits, the held-out image first, closest first."""
+    rank = {"test": 0, "val": 1, "train": 2}
+    split = splits.to_numpy()
+    a, b = pairs["first"].to_numpy(), pairs["second"].to_numpy()
+    across = split[a] != split[b]
+    a, b, d = a[across], b[across], pairs["distance"].to_numpy()[across]
+    swap = np.array([rank[x] for x in split[a]], dtype=int) > np.array(
+        [rank[x] for x in split[b]], dtype=int
+    )
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    columns = {"distance": d}
+    for side, rows in (("a", a), ("b", b)):
+        columns[f"split_{side}"] = split[rows]
+        for name in ("id", "label", "origin"):
+            columns[f"{name}_{side}"] = manifest[name].to_numpy()[rows]
+    frame = pd.DataFrame(columns, columns=list(columns))
+    return frame.sort_values(["distance", "id_a", "id_b"]).reset_index(drop=True)
+
+
+def training_copies(cross: pd.DataFrame) -> pd.DataFrame:
+    """Training images with a near duplicate in val or test (one row each)."""
+    held_out = cross[cross["split_b"] == "train"]
+    rows = held_out[["id_b", "label_b", "origin_b"]].drop_duplicates("id_b")
+    rows.columns = ["id", "label", "origin"]
+    return rows.sort_values("id").reset_index(drop=True)
+
+
+def leakage_figures(splits: pd.Series, cross: pd.DataFrame, distance: int | None) -> dict:
+    """How many test images have a near duplicate in train, as split writes them."""
+    tested = int((splits == "test").sum())
+    train_test = cross[(cross["split_a"] == "test") & (cross["split_b"] == "train")]
+    leaked = int(train_test["id_a"].nunique())
+    return {
+        "near_duplicate_distance": distance,
+        "test_images": tested,
+        # None: not measured (no near-duplicate search), not "no leakage".
+        LEAKAGE_COUNT: None if distance is None else leaked,
+        LEAKAGE_FRACTION: (
+            None if distance is None else round(leaked / tested, 6) if tested else 0.0
+        ),
+        "cross_split_pairs": {
+            f"{a}-{b}": int(((cross["split_a"] == a) & (cross["split_b"] == b)).sum())
+            for a, b in (("test", "train"), ("val", "train"), ("test", "val"))
+        },
+    }
+
+
+def pairs_picture(prepared: Path, manifest: pd.DataFrame, cross: pd.DataFrame) -> bytes:
+    """The closest cross-split pairs, one per row: the held-out image, then its copy."""
+    shown = cross.head(PAIRS_SHOWN)
+    wanted = manifest[manifest["id"].isin(set(shown["id_a"]) | set(shown["id_b"]))]
+    images = dict(read_images(prepared, wanted))
+    rows = [
+        (f"{r.distance} {r.split_a}/{r.split_b}", [images[r.id_a], images[r.id_b]])
+        for r in shown.itertuples(index=False)
+    ]
+    return contact_sheet(rows or [("no pairs", [])], 2)
+
+
 def run(params: SplitParams, seed: int, layout: Layout) -> dict:
     """Write ``layout.split``'s manifests from ``layout.prepared``'s."""
     manifest = read_manifest(layout.prepared)
+    pairs = find_near_pairs(manifest, params.near_duplicate_distance)
+    manifest = manifest.assign(group=joined_groups(manifest, pairs, fixed_sides(manifest, params)))
     splits = assign_splits(manifest, params, seed)
+    cross = cross_split_pairs(manifest, splits, pairs)
+    # Nothing is dropped unless asked; the empty table keeps one shape for the report.
+    dropped = training_copies(cross if params.drop_train_near_duplicates else cross.iloc[:0])
+    if len(dropped):
+        splits = splits.mask(manifest["id"].isin(dropped["id"]), "dropped")
+        cross = cross[~cross["id_b"].isin(dropped["id"])].reset_index(drop=True)
+    leakage = leakage_figures(splits, cross, params.near_duplicate_distance)
+    leakage["near_pairs"] = len(pairs)
+    leakage["dropped_from_train"] = dropped.to_dict("records")
     summary = {}
     with atomic.atomic_dir(layout.split) as scratch:
         for name in SPLIT_NAMES:
@@ -135,10 +268,33 @@ def run(params: SplitParams, seed: int, layout: Layout) -> dict:
                 "images": len(rows),
                 "per_class": rows["label"].value_counts().sort_index().to_dict(),
             }
+        cross.to_csv(scratch / PAIRS_FILE, index=False, lineterminator="\n")
+        atomic.write_json(scratch / LEAKAGE, leakage)
+    atomic.write_bytes(layout.split_pairs_image, pairs_picture(layout.prepared, manifest, cross))
     log.info("train %d, val %d, test %d images", *(summary[n]["images"] for n in SPLIT_NAMES))
+    _log_leakage(leakage, len(dropped))
     if params.keep_source_test:
         summary["moved_to_test"] = _report_source_test(manifest, splits)
+    summary["leakage"] = leakage
     return summary
+
+
+def _log_leakage(leakage: dict, dropped: int) -> None:
+    if leakage["near_duplicate_distance"] is None:
+        log.info("near duplicates: not searched (split.near_duplicate_distance is null)")
+        return
+    log.info(
+        "%d near-duplicate pair(s) within %d bits; test images with a near duplicate in "
+        "train: %d (%.2f%%)",
+        leakage["near_pairs"],
+        leakage["near_duplicate_distance"],
+        leakage[LEAKAGE_COUNT],
+        100 * leakage[LEAKAGE_FRACTION],
+    )
+    if dropped:
+        log.info(
+            "left out of train: %d near duplicate(s) of val/test images (%s)", dropped, LEAKAGE
+        )
 
 
 def _report_source_test(manifest: pd.DataFrame, splits: pd.Series) -> int:

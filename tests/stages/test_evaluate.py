@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imgpipe.errors import ParamsError, StageError
+from imgpipe.errors import MissingInputError, ParamsError, StageError
 from imgpipe.images import decode_png_array
+from imgpipe.layout import LEAKAGE
 from imgpipe.params import EvaluateParams, parse_params
 from imgpipe.shards import read_images, read_manifest, read_split
 from stages import evaluate
@@ -29,6 +30,8 @@ METRIC_NAMES = {
     "log_loss",
     "test_images",
     "per_class",
+    "test_near_duplicates_in_train",
+    "test_near_duplicates_in_train_count",
     "roc_auc",
     "average_precision",
 }
@@ -146,6 +149,9 @@ def test_evaluate_writes_metrics_with_stable_names(evaluated):
     assert metrics["top_k_accuracy"] >= metrics["accuracy"]
     assert set(metrics["per_class"]) == set(CLASSES)
     assert sum(c["support"] for c in metrics["per_class"].values()) == 12
+    # As split measured them: no stripe image is a near copy of another across the split.
+    assert metrics["test_near_duplicates_in_train"] == 0
+    assert metrics["test_near_duplicates_in_train_count"] == 0
 
 
 def test_predictions_csv_lists_every_test_image_with_its_origin_and_top_k(evaluated):
@@ -295,3 +301,17 @@ def test_gallery_tiles_carry_the_file_they_show(trained_project):
     assert _short_name("raw/images/cat/IMG_0001.jpg") == "IMG_0001.jpg"
     long = _short_name("a/" + "x" * 40 + ".jpg")
     assert len(long) <= 22 and long.endswith(".jpg") and "…" in long
+
+
+def test_leakage_figures_come_from_what_split_wrote(tmp_path):
+    (tmp_path / LEAKAGE).write_text(
+        json.dumps(
+            {"test_near_duplicates_in_train": 0.25, "test_near_duplicates_in_train_count": 3}
+        )
+    )
+    assert evaluate.leakage_metrics(tmp_path) == {
+        "test_near_duplicates_in_train": 0.25,
+        "test_near_duplicates_in_train_count": 3,
+    }
+    with pytest.raises(MissingInputError, match=r"leakage.json is missing.*dvc repro split"):
+        evaluate.leakage_metrics(tmp_path / "nowhere")

@@ -298,3 +298,25 @@ def test_an_icc_profile_is_applied_and_not_stored(raw_dir, tmp_path):
     wide = manifest.loc[manifest["origin"] == "images/square/wide.png", "id"].item()
     assert np.array_equal(decode_png_array(stored[wide])[..., :3], np.asarray(in_srgb(image, icc)))
     assert all(png_chunks(data) <= {b"IHDR", b"IDAT", b"IEND"} for data in stored.values())
+
+
+def test_quality_flags_are_reported_pictured_and_excluded_when_asked(raw_dir, tmp_path):
+    Image.new("RGB", (80, 20), (0, 0, 0)).save(raw_dir / "images" / "circle" / "black.png")
+    summary, report = _run(raw_dir, tmp_path, color="rgb")
+    flagged = report["quality"]["flags"]
+    black = "images/circle/black.png"
+    for name in ("too_dark", "low_information", "extreme_aspect"):
+        assert flagged[name]["count"] >= 1
+        assert black in [f["path"] for f in flagged[name]["files"]]
+    # Every image here lacks colour but the stripes: a grey dataset flags no grey image.
+    assert summary["images"]["kept"] == 61
+    gallery = tmp_path / "reports" / "prepare" / "quality"
+    assert sorted(p.name for p in gallery.iterdir()) == sorted(
+        f"{name}.png" for name in report["quality"]["flags"]
+    )
+    quality = PrepareParams().quality.model_copy(update={"exclude": ["extreme_aspect"]})
+    summary, report = _run(raw_dir, tmp_path, color="rgb", quality=quality)
+    assert summary["images"]["kept"] == 60
+    rejected = [r for r in report["rejected"] if r["path"] == black]
+    assert rejected[0]["kind"] == "quality_extreme_aspect"
+    assert "extreme_aspect" in rejected[0]["reason"]

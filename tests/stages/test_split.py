@@ -1,10 +1,21 @@
+import json
+
 import pandas as pd
 import pytest
+from PIL import Image
 
 from imgpipe.errors import StageError
-from imgpipe.params import SplitParams
-from imgpipe.shards import read_manifest, read_split
-from stages import split
+from imgpipe.images import encode_png
+from imgpipe.params import PrepareParams, SplitParams
+from imgpipe.shards import (
+    PREPARED_COLUMNS,
+    PackedImage,
+    ShardWriter,
+    read_manifest,
+    read_split,
+    write_manifest,
+)
+from stages import prepare, split
 from tests.conftest import layout_of, tree_bytes
 
 
@@ -151,3 +162,128 @@ def test_copies_of_one_image_count_once_towards_a_class_size():
     )
     with pytest.raises(StageError, match=r"'copies' has 2; each class needs at least 5 .*once"):
         split.assign_splits(manifest, SplitParams(val=0.2, test=0.2), seed=0)
+
+
+def test_near_copies_join_their_original_in_one_split_and_unrelated_photos_stay_apart(
+    tmp_path,
+):
+    from tests.imgpipe.test_near_duplicates import GEOMETRIC, near_copies, photo
+
+    raw = tmp_path / "raw"
+    originals = {}
+    for index, label in enumerate(("hills", "lakes")):
+        folder = raw / "images" / label
+        folder.mkdir(parents=True)
+        for k in range(10):
+            name = f"{label}-{k}"
+            original = photo(100 * index + k)
+            original.save(folder / f"{name}.png")
+            originals[name] = original
+            if k < 2:
+                for kind, copy in near_copies(original).items():
+                    copy.save(folder / f"{name}-{kind}.png")
+    (raw / "source.json").write_text(
+        json.dumps(
+            {
+                "kind": "test",
+                "layout": "class_folders",
+                "root": "images",
+                "class_names": ["hills", "lakes"],
+            }
+        )
+    )
+    layout = layout_of(tmp_path, raw=raw)
+    prepare.run(PrepareParams(size=(32, 32), color="rgb", workers=1), layout)
+    manifest = read_manifest(layout.prepared)
+    assert manifest["phash"].str.fullmatch(r"[0-9a-f]{16}").all()
+    summary = split.run(
+        SplitParams(val=0.2, test=0.2, near_duplicate_distance=GEOMETRIC), 3, layout
+    )
+    rows = pd.concat(
+        [read_split(layout.split, name).assign(split=name) for name in split.SPLIT_NAMES]
+    ).merge(manifest[["id", "origin"]], on="id")
+    rows["original"] = rows["origin"].str.extract(r"/([a-z]+-\d)[-.]")[0]
+    assert rows.groupby("original")["group"].nunique().max() == 1  # each with its copies
+    assert rows.groupby("original")["split"].nunique().max() == 1
+    assert rows["group"].nunique() == len(originals)  # and no two photos joined
+    leakage = json.loads((layout.split / split.LEAKAGE).read_text())
+    # Each copy meets its original; two copies of one photo may be farther apart.
+    assert 2 * 2 * 5 <= leakage["near_pairs"] <= 2 * 2 * 15
+    assert leakage["test_near_duplicates_in_train"] == 0
+    assert summary["leakage"]["cross_split_pairs"] == {
+        "test-train": 0,
+        "val-train": 0,
+        "test-val": 0,
+    }
+    assert layout.split_pairs_image.read_bytes().startswith(b"\x89PNG")
+
+
+def _prepared_with_hashes(directory, rows):
+    """A prepared folder whose rows carry the perceptual hashes the test chose."""
+    directory.mkdir(parents=True)
+    records = []
+    with ShardWriter(directory, 100) as shards:
+        for k, (label, part, phash) in enumerate(rows):
+            image_id = f"i{k:03d}"
+            png = encode_png(Image.new("RGB", (8, 8), (k, 255 - k, 7)))
+            place = shards.add(PackedImage(image_id, png))
+            records.append(
+                {
+                    "id": image_id,
+                    "label": label,
+                    **place,
+                    "origin": f"{part}/{label}/{k}.png",
+                    "sha256": f"{k:064x}",
+                    "group": f"g{k:03d}",
+                    "phash": phash,
+                    "source_split": part,
+                }
+            )
+    write_manifest(directory, records, [*PREPARED_COLUMNS, "source_split"])
+
+
+def test_leakage_across_a_fixed_test_set_is_counted_exactly_and_training_copies_can_go(
+    tmp_path,
+):
+    # Per class a and b: 10 test, 6 val and 24 train images, their hashes far apart
+    # (multiples of a 64-bit odd constant) except for the copies planted below.
+    rows = [
+        [
+            label,
+            "test" if k < 10 else "val" if k < 16 else "train",
+            f"{(0x9E3779B97F4A7C15 * (40 * index + k + 1)) % 2**64:016x}",
+        ]
+        for index, label in enumerate("ab")
+        for k in range(40)
+    ]
+
+    def flip(hex_hash, bits):
+        return f"{int(hex_hash, 16) ^ sum(1 << b for b in bits):016x}"
+
+    rows[20][2] = rows[0][2]  # train copy of test 0 at distance 0 (not pixel-identical)
+    rows[21][2] = flip(rows[0][2], [1, 2])  # a second train copy of test 0
+    rows[22][2] = flip(rows[1][2], [5, 9, 30, 31])  # test 1, at the default distance 4
+    rows[23][2] = flip(rows[2][2], [1, 2, 3, 4, 5, 6])  # too far: not a near duplicate
+    rows[10][2] = flip(rows[3][2], [0])  # test 3 has a copy in val only
+    rows[60][2] = flip(rows[40][2], [7])  # class b: test 40 with a train copy
+    layout = layout_of(tmp_path)
+    _prepared_with_hashes(layout.prepared, rows)
+    fixed = {"keep_source_test": True, "keep_source_val": True}
+    summary = split.run(SplitParams(**fixed), 0, layout)
+    leakage = json.loads((layout.split / split.LEAKAGE).read_text())
+    assert leakage["test_near_duplicates_in_train_count"] == 3  # tests 0, 1 and 40
+    assert leakage["test_near_duplicates_in_train"] == 3 / 20
+    assert leakage["cross_split_pairs"] == {"test-train": 4, "val-train": 0, "test-val": 1}
+    assert leakage["dropped_from_train"] == []
+    pairs = pd.read_csv(layout.split / split.PAIRS_FILE, dtype=str)
+    assert pairs["distance"].tolist() == ["0", "1", "1", "2", "4"]
+    assert pairs["id_a"].tolist()[:1] == ["i000"] and set(pairs["split_a"]) == {"test"}
+    assert summary["test"]["images"] == 20 and summary["train"]["images"] == 48
+
+    summary = split.run(SplitParams(**fixed, drop_train_near_duplicates=True), 0, layout)
+    leakage = json.loads((layout.split / split.LEAKAGE).read_text())
+    assert [r["id"] for r in leakage["dropped_from_train"]] == ["i020", "i021", "i022", "i060"]
+    assert leakage["test_near_duplicates_in_train"] == 0
+    assert summary["train"]["images"] == 44
+    assert not set(read_split(layout.split, "train")["id"]) & {"i020", "i021", "i022", "i060"}
+    assert pd.read_csv(layout.split / split.PAIRS_FILE)["split_b"].tolist() == ["val"]
