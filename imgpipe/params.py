@@ -79,8 +79,10 @@ class QualityParams(Section):
     )
     dark_below: float = Field(30.0, ge=0, le=255, description="mean grey level, 0-255")
     bright_above: float = Field(225.0, ge=0, le=255, description="mean grey level, 0-255")
+    # 1 bit: near-constant frames only. Small images hold few grey levels by nature (the 8x8
+    # digits: 1.4 to 4 bits, median 2.8), so a cut meant for photos would flag a whole dataset.
     entropy_below: float = Field(
-        4.0, ge=0, le=8, description="bits of the grey-level histogram (8 at most)"
+        1.0, ge=0, le=8, description="bits of the grey-level histogram (8 at most)"
     )
     aspect_above: float = Field(3.0, ge=1, description="longer side over shorter side")
     colourless_below: float = Field(
