@@ -237,25 +237,18 @@ def _rows(loads: dict[str, list[Load]], before: dict, after: dict) -> list[Compa
             plain_name="the same server with --model model.keras (TensorFlow)",
             samples={"ours": rates("onnx"), "plain": rates("keras")},
         ),
-        Comparison(
-            stage="serve",
-            what="p50 latency, onnx vs keras",
-            unit="ms",
-            ours=median(p("onnx", 50)),
-            plain=median(p("keras", 50)),
-            plain_name="the same server with --model model.keras",
-            higher_is_better=False,
-            samples={"ours": p("onnx", 50), "plain": p("keras", 50)},
-        ),
-        Comparison(
-            stage="serve",
-            what="p99 latency, onnx vs keras",
-            unit="ms",
-            ours=median(p("onnx", 99)),
-            plain=median(p("keras", 99)),
-            plain_name="the same server with --model model.keras",
-            higher_is_better=False,
-            samples={"ours": p("onnx", 99), "plain": p("keras", 99)},
+        *(
+            Comparison(
+                stage="serve",
+                what=f"p{q} latency, onnx vs keras",
+                unit="ms",
+                ours=median(p("onnx", q)),
+                plain=median(p("keras", q)),
+                plain_name="the same server with --model model.keras",
+                higher_is_better=False,
+                samples={"ours": p("onnx", q), "plain": p("keras", q)},
+            )
+            for q in (50, 99)
         ),
     ]
     for fmt in loads:

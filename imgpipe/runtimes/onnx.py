@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgpipe.images import Standard
-from imgpipe.runtimes.common import Runtime, Scorer, describe_export
+from imgpipe.runtimes.common import Runtime, describe_export
 
 SUFFIX = ".onnx"
 QUIET = 3  # onnxruntime's log severity: errors only (it warns about unused initializers)
@@ -32,18 +31,10 @@ class _Session:
         return self.session.run(None, {self.input_name: pixels})[0]
 
 
-def describe(path: Path) -> tuple[list[str], Standard]:
-    return describe_export(path)
-
-
-def open_model(path: Path) -> Scorer:
-    return _Session(path)
-
-
 RUNTIME = Runtime(
     name="onnx",
     holds=f"a {SUFFIX} file",
     recognises=recognises,
-    describe=describe,
-    open=open_model,
+    describe=describe_export,
+    open=_Session,
 )

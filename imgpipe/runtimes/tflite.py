@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from imgpipe.cli import worker_count
-from imgpipe.images import Standard
 from imgpipe.quiet_tf import native_stderr_muted, verbose
-from imgpipe.runtimes.common import Runtime, Scorer, describe_export
+from imgpipe.runtimes.common import Runtime, describe_export
 
 SUFFIX = ".tflite"
 
@@ -55,18 +54,10 @@ class _Interpreter:
             return self.interpreter.get_tensor(self.output).copy()
 
 
-def describe(path: Path) -> tuple[list[str], Standard]:
-    return describe_export(path)
-
-
-def open_model(path: Path) -> Scorer:
-    return _Interpreter(path)
-
-
 RUNTIME = Runtime(
     name="tflite",
     holds=f"a {SUFFIX} file",
     recognises=recognises,
-    describe=describe,
-    open=open_model,
+    describe=describe_export,
+    open=_Interpreter,
 )
