@@ -33,6 +33,9 @@ PREDICTIONS = "reports/predictions.csv"
 EVALUATE_PLOTS = "reports/evaluate"
 EXPORT = "data/export"
 EXPORT_REPORT = "reports/export.json"
+LABEL_ISSUES = "reports/label_issues.csv"  # likely label errors, the likeliest first
+AUDIT_REPORT = "reports/audit.json"
+AUDIT_GALLERY = "reports/audit/label_issues.png"
 # Kept between runs outside DVC's outputs (DVC empties an output before its stage runs):
 # partial and verified downloads, to resume and reuse them; training state, to resume a kill.
 DOWNLOADS = ".downloads"
@@ -53,6 +56,7 @@ STAGE_OUTPUTS = {
     "train": (MODEL, f"{TRAIN_LIVE}/plots/metrics", f"{TRAIN_LIVE}/metrics.json", TRAIN_CURVES),
     "evaluate": (METRICS, PREDICTIONS, EVALUATE_PLOTS),
     "export": (EXPORT, EXPORT_REPORT),
+    "audit": (LABEL_ISSUES, AUDIT_REPORT, AUDIT_GALLERY),
 }
 # The data each stage reads from the stages before it.
 STAGE_INPUTS = {
@@ -64,6 +68,7 @@ STAGE_INPUTS = {
     "train": (PREPARED, SPLIT, AUGMENTED),
     "evaluate": (MODEL, PREPARED, SPLIT),
     "export": (MODEL, PREPARED, SPLIT),
+    "audit": (PREPARED, SPLIT),
 }
 
 
@@ -99,6 +104,9 @@ class Layout:
     export: Path = Path(EXPORT)
     export_report: Path = Path(EXPORT_REPORT)
     export_timing: Path = Path(EXPORT_TIMING)
+    label_issues: Path = Path(LABEL_ISSUES)
+    audit_report: Path = Path(AUDIT_REPORT)
+    audit_gallery: Path = Path(AUDIT_GALLERY)
 
     @classmethod
     def under(cls, root: Path | str) -> Layout:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -250,14 +251,40 @@ class EarlyStopping(Section):
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
 
 
+def _known_layers(model: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    from imgpipe.layers import LayerListError, resolve
+
+    try:
+        resolve(model)
+    except LayerListError as err:
+        raise ValueError(str(err)) from None
+    return model
+
+
+def _known_augmentation(augmentation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from imgpipe.layers import LayerListError, check_augmentation
+
+    try:
+        check_augmentation(augmentation)
+    except LayerListError as err:
+        raise ValueError(str(err)) from None
+    return augmentation
+
+
+# A network and its training-only Keras augmentation, as `train` and `audit` both take them.
+ModelChoice = Annotated[str | list[dict[str, Any]], AfterValidator(_known_layers)]
+AugmentationLayers = Annotated[list[dict[str, Any]], AfterValidator(_known_augmentation)]
+DEFAULT_MODEL = "three_conv"
+
+
 class TrainParams(Section):
-    model: str | list[dict[str, Any]] = Field(
-        "three_conv", description="a preset name or a layer list (see imgpipe/layers.py)"
+    model: ModelChoice = Field(
+        DEFAULT_MODEL, description="a preset name or a layer list (see imgpipe/layers.py)"
     )
     lr: float = Field(0.001, gt=0, le=10)
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=1)
-    augmentation: list[dict[str, Any]] = Field(
+    augmentation: AugmentationLayers = Field(
         default_factory=list, description="Keras random layers applied in training only"
     )
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -271,28 +298,6 @@ class TrainParams(Section):
     mixed_precision: bool = False
     tensorboard: bool = False
     strategy: Literal["default", "mirrored"] = "default"
-
-    @field_validator("model")
-    @classmethod
-    def _known_layers(cls, model: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-        from imgpipe.layers import LayerListError, resolve
-
-        try:
-            resolve(model)
-        except LayerListError as err:
-            raise ValueError(str(err)) from None
-        return model
-
-    @field_validator("augmentation")
-    @classmethod
-    def _known_augmentation(cls, augmentation: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from imgpipe.layers import LayerListError, check_augmentation
-
-        try:
-            check_augmentation(augmentation)
-        except LayerListError as err:
-            raise ValueError(str(err)) from None
-        return augmentation
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -381,6 +386,30 @@ class ExportParams(Section):
         return self
 
 
+class AuditParams(Section):
+    """Label-issue audit: k models, each trained without one fold, score the images left out."""
+
+    folds: int = Field(
+        4, ge=2, le=20, description="train+val is cut into this many group-keeping folds"
+    )
+    model: ModelChoice = Field(
+        DEFAULT_MODEL, description="the network of each fold, as train.model takes it"
+    )
+    lr: float = Field(0.001, gt=0, le=10)
+    epochs: int = Field(8, ge=1, description="epochs of each fold's model")
+    batch_size: int = Field(64, ge=1)
+    augmentation: AugmentationLayers = Field(
+        default_factory=list, description="Keras random layers, as in train.augmentation"
+    )
+    filter_by: Literal[
+        "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
+    ] = Field("prune_by_noise_rate", description="cleanlab's rule for which images are flagged")
+    rank_by: Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"] = Field(
+        "self_confidence", description="cleanlab's label-quality score: low = suspect"
+    )
+    gallery: int = Field(30, ge=0, le=200, description="top suspects shown in the picture")
+
+
 class CheckParams(Section):
     """What ``repro-check`` demands of a rerun of the pipeline."""
 
@@ -400,6 +429,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
+    audit: AuditParams = AuditParams()
     check: CheckParams = CheckParams()
 
     @field_validator("download", mode="before")

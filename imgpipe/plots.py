@@ -113,6 +113,7 @@ class Tile:
     probability: float
     sample_id: str
     origin: str = ""  # the source file, so a mistake can be found and looked at
+    note: str = ""  # the line under the name instead of "pred <class> (<probability>)"
 
 
 NAME_CHARACTERS = 22  # what fits above a tile at the gallery's font size
@@ -127,8 +128,16 @@ def _short_name(origin: str) -> str:
     return f"{name[:half]}…{name[-half:]}"
 
 
-def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_note: str) -> bytes:
-    """A grid: one row per true class, its most confident mistakes from left to right."""
+def gallery_image(
+    rows: Sequence[tuple[str, Sequence[Tile]]],
+    title: str,
+    empty_note: str,
+    row_caption: str = "true",
+) -> bytes:
+    """A grid: one row per true class, its most confident mistakes from left to right.
+
+    ``row_caption`` is the word above each row's name, for grids whose rows are not classes.
+    """
     rows = [(name, tiles) for name, tiles in rows if tiles]
     if not rows:
         figure = Figure(figsize=(6, 1.6))
@@ -145,7 +154,7 @@ def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_
         label_axes = grid[r][0]
         label_axes.axis("off")
         label_axes.text(
-            1.0, 0.5, f"true\n{name}", ha="right", va="center", fontsize=11, weight="bold"
+            1.0, 0.5, f"{row_caption}\n{name}", ha="right", va="center", fontsize=11, weight="bold"
         )
         for c in range(columns):
             axes = grid[r][c + 1]
@@ -158,8 +167,9 @@ def gallery_image(rows: Sequence[tuple[str, Sequence[Tile]]], title: str, empty_
                 axes.imshow(pixels[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             else:
                 axes.imshow(pixels, interpolation="nearest")
+            note = tile.note or f"pred {tile.predicted} ({tile.probability:.2f})"
             axes.set_title(
-                f"{_short_name(tile.origin)}\npred {tile.predicted} ({tile.probability:.2f})",
+                f"{_short_name(tile.origin)}\n{note}",
                 fontsize=8,
                 color="firebrick",
             )

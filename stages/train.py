@@ -21,6 +21,7 @@ from typing import Any
 
 from imgpipe import atomic
 from imgpipe.cli import run_main
+from imgpipe.determinism import make_deterministic
 from imgpipe.errors import MissingInputError, StageError
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.layout import Layout
@@ -287,14 +288,6 @@ def _setup(params: TrainParams, seed: int, inputs: Inputs) -> Setup:
     return Setup(settings, augmentation, steps, weights)
 
 
-def _make_deterministic(seed: int) -> None:
-    tf = import_tensorflow()
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def _resume_point(backup, epochs: int, live_dir: Path) -> int:
     """The first epoch to train: the one after those a killed run of this experiment finished."""
     first_epoch = min(backup.finished_epochs(), epochs)
@@ -405,7 +398,7 @@ def run(
 
     from imgpipe.resume import Backup, backup_key
 
-    _make_deterministic(seed)
+    make_deterministic(seed)
     inputs = read_inputs(layout)
     setup = _setup(params, seed, inputs)
     backup = Backup(layout.train_backup, backup_key(setup.settings, inputs.files))

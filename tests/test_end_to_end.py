@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -36,7 +37,7 @@ def test_repro_runs_every_stage_and_writes_metrics(ran):
     project, output = ran
     assert stages_run(output) == {
         "validate",
-        *("download", "prepare", "split", "augment", "train", "evaluate", "export"),
+        *("download", "prepare", "split", "augment", "train", "evaluate", "export", "audit"),
     }
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1
@@ -52,6 +53,10 @@ def test_repro_runs_every_stage_and_writes_metrics(ran):
     }
     assert all((project / "data" / "export" / e["file"]).exists() for e in exported.values())
     assert (project / "logs" / "export-timing.json").exists()  # untracked: git ignores logs/
+    audited = json.loads((project / "reports" / "audit.json").read_text())
+    assert audited["audited"] == len(pd.read_csv(project / "data" / "prepared" / "manifest.csv"))
+    issues = pd.read_csv(project / "reports" / "label_issues.csv")
+    assert len(issues) == audited["flagged"]
 
 
 def test_second_repro_runs_nothing(project):
