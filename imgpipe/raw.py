@@ -22,6 +22,7 @@ READER_OF_LAYOUT = {
     "folder": "folder",
     "archive": "archive",
     "cifar10": "cifar10",
+    "table": "table",
 }
 
 
@@ -32,6 +33,7 @@ class RawItem:
     read: Callable[[], bytes]
     split: str | None = None  # a split the source itself assigns (CIFAR-10's test batch)
     path: Path | None = None  # a plain local file, which a worker process can open itself
+    group: str | None = None  # a group the source names (a table's group column): one split
 
 
 def read_order(item: RawItem) -> tuple[str, str]:

@@ -31,12 +31,13 @@ PLACE_COLUMNS = ["id", "label", "shard", "offset", "length"]
 # the perceptual fingerprint (imgpipe.near_duplicates) that finds near copies.
 PHASH = "phash"
 PREPARED_COLUMNS = [*PLACE_COLUMNS, "origin", "sha256", "group", PHASH]
-SOURCE_SPLIT = "source_split"  # last prepared column, only when the source has its own split
+SOURCE_SPLIT = "source_split"  # a prepared column only when the source has its own split
+SOURCE_GROUP = "source_group"  # after it, only when the source names groups (a table's column)
 # data/augmented: ``parent`` is the id of the prepared image a sample was made from; ``seed``
 # and ``operations`` (JSON) are enough to make the sample again.
 AUGMENTED_COLUMNS = [*PLACE_COLUMNS, "parent", "seed", "operations"]
 # Read as text whatever they hold: hex ids and groups, or a class named 7, look like numbers.
-TEXT_COLUMNS = ("id", "label", "origin", "group", PHASH, "parent")
+TEXT_COLUMNS = ("id", "label", "origin", "group", PHASH, "parent", SOURCE_GROUP)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from imgpipe.shards import (
     INFO_FILE,
     MANIFEST,
     PREPARED_COLUMNS,
+    SOURCE_GROUP,
     SOURCE_SPLIT,
     PackedImage,
     ShardWriter,
@@ -387,7 +388,10 @@ def _write_prepared(
         # Rows go to disk as they come, so memory does not grow with the number of images.
         manifest = csv.writer(manifest_file, lineterminator="\n")
         with_split = any(item.split for item in items)
-        manifest.writerow(PREPARED_COLUMNS + [SOURCE_SPLIT] * with_split)
+        with_group = any(item.group for item in items)
+        manifest.writerow(
+            PREPARED_COLUMNS + [SOURCE_SPLIT] * with_split + [SOURCE_GROUP] * with_group
+        )
         for item, outcome in progress:
             if outcome.png is None or outcome.pixel_hash is None:
                 tally.reject(item, outcome)
@@ -413,6 +417,7 @@ def _write_prepared(
                     group,
                     outcome.phash,
                     *([item.split or ""] * with_split),
+                    *([item.group or ""] * with_group),
                 ]
             )
     atomic.write_json(

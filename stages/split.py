@@ -9,6 +9,10 @@ when the source has no split of its own). With ``split.keep_source_test`` that t
 test split, and the rest is split into train and val; with ``split.keep_source_val`` the
 source's val set (a ``val/`` folder), if it has one, is the val split.
 
+Groups a source names (a table's group column, in the prepared manifest's ``source_group``)
+join the exact-duplicate groups of their images, so one patient or one recording is split as
+a whole.
+
 Near duplicates (perceptual hashes within ``split.near_duplicate_distance`` bits, see
 ``imgpipe.near_duplicates``) join their exact-duplicate groups into one group that is split
 as a whole. A source's own test (or val) set cannot be regrouped, so near duplicates across
@@ -39,7 +43,7 @@ from imgpipe.near_duplicates import (
 )
 from imgpipe.params import SplitParams, load_params
 from imgpipe.preview_grid import contact_sheet
-from imgpipe.shards import PHASH, SOURCE_SPLIT, read_images, read_manifest
+from imgpipe.shards import PHASH, SOURCE_GROUP, SOURCE_SPLIT, read_images, read_manifest
 
 log = logging.getLogger("imgpipe.split")
 
@@ -61,8 +65,8 @@ def _check_splittable(groups: pd.DataFrame, fractions: dict[str, float]) -> None
         asked = " and ".join(f"{name}={value}" for name, value in fractions.items())
         raise StageError(
             f"too few distinct images to split: {listing}; each class needs at least {needed} "
-            f"for {asked} (copies of one image count once). Add images to those classes, or "
-            "raise the fractions."
+            f"for {asked} (copies of one image, and the images of one source group, count "
+            "once). Add images to those classes, or raise the fractions."
         )
 
 
@@ -138,6 +142,20 @@ def assign_splits(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.
     for name, part in (("train", train), ("val", val), ("test", test)):
         names.update(dict.fromkeys(part["group"], name))
     return manifest["group"].map(names)
+
+
+def with_source_groups(manifest: pd.DataFrame) -> pd.Series:
+    """Exact-duplicate groups joined where the source puts images in one group (a table's
+    group column: one patient, one recording), named after their first exact group."""
+    if SOURCE_GROUP not in manifest.columns:
+        return manifest["group"]
+    named = manifest[SOURCE_GROUP].fillna("").astype(str).to_numpy()
+    codes, names = pd.factorize(manifest["group"], sort=True)
+    rows = np.flatnonzero(named != "")
+    members = pd.DataFrame({"code": codes[rows], "named": named[rows]})
+    first = members.groupby("named")["code"].transform("min").to_numpy()
+    roots = union_groups(len(names), first, members["code"].to_numpy())
+    return pd.Series(np.asarray(names)[roots[codes]], index=manifest.index)
 
 
 def find_near_pairs(manifest: pd.DataFrame, distance: int | None) -> pd.DataFrame:
@@ -247,6 +265,7 @@ def pairs_picture(prepared: Path, manifest: pd.DataFrame, cross: pd.DataFrame) -
 def run(params: SplitParams, seed: int, layout: Layout) -> dict:
     """Write ``layout.split``'s manifests from ``layout.prepared``'s."""
     manifest = read_manifest(layout.prepared)
+    manifest = manifest.assign(group=with_source_groups(manifest))
     pairs = find_near_pairs(manifest, params.near_duplicate_distance)
     manifest = manifest.assign(group=joined_groups(manifest, pairs, fixed_sides(manifest, params)))
     splits = assign_splits(manifest, params, seed)

@@ -13,9 +13,9 @@ can be read from its imports (tests/test_dvc_yaml.py checks dvc.yaml's deps that
 
 from __future__ import annotations
 
-from imgpipe.sources import archive, cifar10, crawl, digits, folder, kaggle
+from imgpipe.sources import archive, cifar10, crawl, digits, folder, kaggle, table
 from imgpipe.sources.common import Source
 
-MODULES = (digits, folder, archive, cifar10, kaggle, crawl)
+MODULES = (digits, folder, archive, cifar10, kaggle, crawl, table)
 
 SOURCES: dict[str, Source] = {module.SOURCE.name: module.SOURCE for module in MODULES}

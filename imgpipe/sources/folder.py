@@ -168,7 +168,7 @@ def fetch(params: FolderParams, out_dir: Path, downloads_dir: Path) -> dict[str,
         raise StageError(f"download.path {str(folder)!r}: none of its images can be read")
     _warn_empty(class_names, rows)
     columns = LISTING_COLUMNS + [SPLIT_COLUMN] * rule.split_folders
-    _write_listing(out_dir / LISTING_FILE, rows, columns)
+    write_listing(out_dir / LISTING_FILE, rows, columns)
     listing = hashlib.sha256((out_dir / LISTING_FILE).read_bytes()).hexdigest()
     record = {
         "kind": "folder",
@@ -204,7 +204,7 @@ def _warn_empty(class_names: list[str], rows: list[dict]) -> None:
         )
 
 
-def _write_listing(path: Path, rows: list[dict], columns: list[str]) -> None:
+def write_listing(path: Path, rows: list[dict], columns: list[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
@@ -231,14 +231,14 @@ def list_items(raw_dir: Path, source: dict) -> list[RawItem]:
         RawItem(
             origin=row["path"],
             label=row["label"],
-            read=_verified_reader(folder, real(row["path"]), row["sha256"]),
+            read=verified_reader(folder, real(row["path"]), row["sha256"]),
             split=row.get(SPLIT_COLUMN) or None,
         )
         for row in read_listing(raw_dir / source.get("listing", LISTING_FILE))
     ]
 
 
-def _verified_reader(folder: Path, relative: str, sha256: str) -> Callable[[], bytes]:
+def verified_reader(folder: Path, relative: str, sha256: str) -> Callable[[], bytes]:
     def read() -> bytes:
         try:
             data = (folder / relative).read_bytes()
@@ -249,7 +249,7 @@ def _verified_reader(folder: Path, relative: str, sha256: str) -> Callable[[], b
         if data is not None:
             problem = "changed"
         raise RawDataError(
-            f"{folder / relative} {problem} since download listed the folder; run "
+            f"{folder / relative} {problem} since download listed it; run "
             "`dvc repro -f download` so the listing, and everything after it, is redone"
         )
 
