@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from imgpipe.backbones import BACKBONES, check_name, check_weights, input_problem
+
 Spec = dict[str, Any]
 
 
@@ -102,6 +104,11 @@ LAYER_KINDS: dict[str, dict[str, tuple[str, Callable[[Any], Any], Any]]] = {
         "depths": (REQUIRED, _depths, [64, 64, 256]),
         "stride": (OPTIONAL, _positive_int, 1),
     },
+    # A keras.applications network, pooled to one feature vector (imgpipe/backbones.py).
+    "backbone": {
+        "name": (REQUIRED, check_name, "MobileNetV2"),
+        "weights": (OPTIONAL, check_weights, "none"),  # none | imagenet | a weights file
+    },
 }
 
 # On-the-fly augmentation, applied inside the model during training only (pixels in [0, 1]).
@@ -180,6 +187,19 @@ PRESETS: dict[str, list[Spec]] = {
     ],
     "resnet50": _resnet((3, 4, 6, 3)),
     "resnet101": _resnet((3, 4, 23, 3)),
+    # keras.applications networks, untrained; for ImageNet weights write the layer list with
+    # {type: backbone, name: ..., weights: imagenet} (README: Transfer learning).
+    **{
+        preset: [{"type": "backbone", "name": name}, {"type": "dropout", "rate": 0.2}]
+        for preset, name in {
+            "mobilenet_v2": "MobileNetV2",
+            "mobilenet_v3_small": "MobileNetV3Small",
+            "mobilenet_v3_large": "MobileNetV3Large",
+            "efficientnet_v2_b0": "EfficientNetV2B0",
+            "resnet50_v2": "ResNet50V2",
+            "convnext_tiny": "ConvNeXtTiny",
+        }.items()
+    },
 }
 
 
@@ -289,6 +309,18 @@ def output_shapes(specs: list[Spec], input_shape: tuple[int, int, int]) -> list[
                 f"{where} needs feature maps, but an earlier flatten or dense layer already "
                 "turned them into a vector; move it after the convolutions"
             )
+        if kind == "backbone":
+            if position != 1:
+                raise LayerListError(
+                    f"{where} must be the first layer: it takes the image itself, scaled as "
+                    f"{spec['name']} was trained"
+                )
+            problem = input_problem(spec["name"], spec["weights"], shape[0], shape[1])
+            if problem:
+                raise LayerListError(f"{where}: {problem}")
+            shape = (BACKBONES[spec["name"]].features,)
+            shapes.append(shape)
+            continue
         if kind == "dense" and len(shape) != 1:
             raise LayerListError(
                 f"{where} needs a vector: put a flatten or global_avg_pool layer before it"

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 from keras import layers
 
+from imgpipe.backbones import build_backbone
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 
 
@@ -53,6 +54,8 @@ def _bottleneck(x, depths: list[int], stride: int):
 
 def _apply(spec: dict[str, Any], x):
     kind = spec["type"]
+    if kind == "backbone":
+        return build_backbone(spec, x)
     if kind == "res_131":
         return _bottleneck(x, spec["depths"], spec["stride"])
     if kind == "conv":

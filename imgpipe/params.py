@@ -277,6 +277,20 @@ AugmentationLayers = Annotated[list[dict[str, Any]], AfterValidator(_known_augme
 DEFAULT_MODEL = "three_conv"
 
 
+class FineTune(Section):
+    """Two phases for a pretrained network (a backbone with weights, or a warm start)."""
+
+    frozen_epochs: int = Field(
+        0, ge=0, description="first epochs with the pretrained layers frozen; 0: no frozen phase"
+    )
+    unfreeze: Literal["all"] | Annotated[int, Field(ge=1)] = Field(
+        "all", description="after the frozen phase: all pretrained layers, or the last N"
+    )
+    lr_factor: float = Field(
+        0.1, gt=0, le=1, description="the lr after the frozen phase is train.lr times this"
+    )
+
+
 class TrainParams(Section):
     model: ModelChoice = Field(
         DEFAULT_MODEL, description="a preset name or a layer list (see imgpipe/layers.py)"
@@ -298,6 +312,11 @@ class TrainParams(Section):
     mixed_precision: bool = False
     tensorboard: bool = False
     strategy: Literal["default", "mirrored"] = "default"
+    warm_start: str | None = Field(
+        None,
+        description="a model.keras this pipeline trained: its matching layers start this run",
+    )
+    fine_tune: FineTune = FineTune()
 
     @field_validator("class_weights", mode="before")
     @classmethod

@@ -53,18 +53,29 @@ class Backup:
     def keras_dir(self) -> Path:
         return self.directory / KERAS_DIR
 
+    def phase_dir(self, phase: int) -> Path:
+        """Keras' backup of one fine-tuning phase: the optimizers of two phases differ, so
+        each keeps its own (phase 1, or a run without phases, uses ``keras/``)."""
+        return self.keras_dir if phase >= 1 else self.directory / f"{KERAS_DIR}-frozen"
+
     def finished_epochs(self) -> int:
         """Epochs a previous, interrupted run of this experiment completed (0: none)."""
-        metadata = self.keras_dir / KERAS_METADATA
-        if not metadata.exists():
-            return 0
-        try:
-            return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
-        except (ValueError, KeyError, TypeError):
-            # Killed while Keras wrote this small file: the state is unknown, so start over.
-            log.warning("the backup in %s is unreadable; training starts afresh", self.directory)
-            self.remove()
-            return 0
+        finished = 0
+        for folder in (self.phase_dir(0), self.phase_dir(1)):
+            metadata = folder / KERAS_METADATA
+            if not metadata.exists():
+                continue
+            try:
+                epoch = int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+            except (ValueError, KeyError, TypeError):
+                # Killed while Keras wrote this small file: the state is unknown, start over.
+                log.warning(
+                    "the backup in %s is unreadable; training starts afresh", self.directory
+                )
+                self.remove()
+                return 0
+            finished = max(finished, epoch)
+        return finished
 
     def restore_snapshot(self, live_dir: Path, epochs: int) -> None:
         """Put back the dvclive history written up to ``epochs`` finished epochs."""
@@ -76,7 +87,11 @@ class Backup:
         shutil.copytree(snapshot, live_dir)
 
     def callbacks(
-        self, live_dir: Path, stateful: dict[str, keras.callbacks.Callback], resume_epoch: int
+        self,
+        live_dir: Path,
+        stateful: dict[str, keras.callbacks.Callback],
+        resume_epoch: int,
+        phase: int = 1,
     ) -> list[keras.callbacks.Callback]:
         """To be placed after the callbacks that log, change the lr or stop early.
 
@@ -88,7 +103,7 @@ class Backup:
         # double_checkpoint: a kill while the weights are written falls back to the previous
         # epoch's weights and epoch count, whose snapshot is kept for that reason.
         weights = keras.callbacks.BackupAndRestore(
-            str(self.keras_dir), double_checkpoint=True, delete_checkpoint=False
+            str(self.phase_dir(phase)), double_checkpoint=True, delete_checkpoint=False
         )
         return [snapshot, weights]
 
