@@ -36,12 +36,12 @@ def phases(fine_tune: FineTune, epochs: int) -> list[Phase]:
     return plan
 
 
-def pretrained_layers(model, copied: list[str] | None) -> list:
+def pretrained_layers(model, backbone_weights: bool, copied: list[str] | None) -> list:
     """The layers to freeze: a backbone with weights, or what a warm start copied."""
     import keras
 
     networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if networks:
+    if networks and (backbone_weights or copied):
         return networks
     if not copied:
         return []

@@ -28,7 +28,12 @@ class WarmStart:
     fresh: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
-        return {"path": self.path, "sha256": self.sha256, "copied": self.copied, "fresh": self.fresh}
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "copied": self.copied,
+            "fresh": self.fresh,
+        }
 
 
 def source_file(written: str) -> Path:
@@ -65,7 +70,9 @@ def warm_start(model, written: str) -> WarmStart:
     try:
         source = keras.models.load_model(path, compile=False)
     except Exception as err:  # any reason the file is not a model Keras can read
-        raise StageError(f"train.warm_start {written!r} cannot be read as a Keras model: {err}")
+        raise StageError(
+            f"train.warm_start {written!r} cannot be read as a Keras model: {err}"
+        ) from None
     copied, fresh = [], []
     old_layers = _weighted(source)
     for position, layer in enumerate(_weighted(model)):

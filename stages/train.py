@@ -20,9 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from imgpipe import atomic
+from imgpipe.backbones import NO_WEIGHTS
 from imgpipe.cli import run_main
 from imgpipe.determinism import make_deterministic
 from imgpipe.errors import MissingInputError, StageError
+from imgpipe.fine_tune import (
+    FROZEN,
+    UNFROZEN,
+    Phase,
+    check_pretrained,
+    freeze,
+    phase_marker,
+    phases,
+    pretrained_layers,
+    unfreeze,
+)
 from imgpipe.layers import LayerListError, check_augmentation, output_shapes, resolve
 from imgpipe.layout import Layout
 from imgpipe.model_file import save_model
@@ -31,6 +43,7 @@ from imgpipe.plots import curves_image
 from imgpipe.quiet_tf import import_tensorflow
 from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
 from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
+from imgpipe.warm_start import file_digest, warm_start
 
 log = logging.getLogger("imgpipe.train")
 
@@ -104,7 +117,9 @@ def _live_logger(live):
     return LiveLogger()
 
 
-def _callbacks(params: TrainParams, live, backup, layout: Layout, first_epoch: int) -> list:
+def _callbacks(
+    params: TrainParams, live, backup, layout: Layout, first_epoch: int, phase: int
+) -> list:
     """In the order Keras runs them at an epoch's end: log, adjust, then back up."""
     import keras
 
@@ -121,7 +136,7 @@ def _callbacks(params: TrainParams, live, backup, layout: Layout, first_epoch: i
             verbose=1,
         )
     callbacks = [_live_logger(live), *stateful.values()]
-    callbacks += backup.callbacks(layout.train_live, stateful, first_epoch)
+    callbacks += backup.callbacks(layout.train_live, stateful, first_epoch, phase)
     if params.tensorboard:
         # One folder per experiment (the backup's key), so TensorBoard can compare them.
         log_dir = layout.tensorboard / backup.key
@@ -189,8 +204,9 @@ def _checked_layers(params: TrainParams, input_shape: tuple[int, int, int]) -> l
     return layers
 
 
-def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, weights):
-    """Training batches (pixels, one-hot, class weight) from ``first_epoch`` on; val batches."""
+def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, weights, end):
+    """Training batches (pixels, one-hot, class weight) of epochs ``first_epoch`` to ``end``
+    (exclusive); val batches."""
     import tensorflow as tf
 
     from imgpipe.dataset import encoded_images, image_batches, training_batches
@@ -208,7 +224,7 @@ def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, wei
         params.batch_size,
         seed,
         first_epoch,
-        params.epochs,
+        end,
     ).map(for_loss)
     class_index = {name: i for i, name in enumerate(inputs.classes)}
     val_data = image_batches(
@@ -220,37 +236,60 @@ def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, wei
     return train_data, val_data
 
 
-def _compiled_model(params: TrainParams, inputs: Inputs, augmentation, steps: int):
-    import keras
-
+def _built_model(params: TrainParams, inputs: Inputs, augmentation):
+    """(model, strategy, warm start or None): built in the strategy's scope, warm-started."""
     from imgpipe.models import build_model
 
     strategy = _strategy(params.strategy)
     with _precision(params.mixed_precision), strategy.scope():
         model = build_model(params.model, inputs.input_shape, len(inputs.classes), augmentation)
+    warm = warm_start(model, params.warm_start) if params.warm_start else None
+    return model, strategy, warm
+
+
+def _compile(model, strategy, params: TrainParams, steps: int) -> None:
+    """(Re)compile, as at the start of each fine-tuning phase: a new optimizer for the layers
+    that are trainable now."""
+    import keras
+
+    with _precision(params.mixed_precision), strategy.scope():
         model.compile(
             optimizer=_optimizer(params, steps),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
             metrics=["accuracy"],
         )
-    return model, strategy.num_replicas_in_sync
 
 
-def _fit(model, train_data, val_data, params: TrainParams, first_epoch, steps, callbacks):
+def _phase_params(params: TrainParams, phase: Phase, phased: bool) -> TrainParams:
+    """The params one phase trains with: its own epochs for a schedule, the lower lr after a
+    frozen phase."""
+    if not phased:
+        return params
+    update = {"epochs": phase.end - phase.start}
+    if phase.number == UNFROZEN:
+        update["lr"] = params.lr * params.fine_tune.lr_factor
+    return params.model_copy(update=update)
+
+
+def _fit(model, train_data, val_data, start: int, end: int, steps, callbacks):
     import keras
 
-    if first_epoch < params.epochs:
+    # Keras keeps the epoch a BackupAndRestore last restored and prefers it to initial_epoch;
+    # left from an earlier phase it would make this phase start at the wrong epoch.
+    model._initial_epoch = None
+    if start < end:
         return model.fit(
             train_data,
             validation_data=val_data,
-            epochs=params.epochs,
-            initial_epoch=first_epoch,
+            epochs=end,
+            initial_epoch=start,
             steps_per_epoch=steps,
             verbose=1 if sys.stderr.isatty() else 2,
             shuffle=False,  # each epoch is already a seeded permutation of the whole set
             callbacks=callbacks,
         )
-    # Killed after the last epoch, before the model was written: restore, train nothing.
+    # Killed after the phase's last epoch (before the model was written, or before the next
+    # phase began): restore its weights, train nothing.
     hooks = keras.callbacks.CallbackList(callbacks, model=model)
     hooks.on_train_begin()
     hooks.on_train_end()  # early stopping puts back the best epoch's weights here
@@ -285,6 +324,8 @@ def _setup(params: TrainParams, seed: int, inputs: Inputs) -> Setup:
     steps = steps_per_epoch(inputs.train, params.batch_size)
     weights = _class_weights(params, inputs.classes, inputs.train.class_counts(len(inputs.classes)))
     settings = {"seed": seed, **params.model_dump(mode="json"), "layers": layers}
+    if params.warm_start:  # the file's content, not only its name, decides the experiment
+        settings["warm_start_sha256"] = file_digest(params.warm_start)
     return Setup(settings, augmentation, steps, weights)
 
 
@@ -316,11 +357,59 @@ def _log_start(model, replicas: int, inputs: Inputs) -> None:
     )
 
 
-def _timed_fit(model, datasets, params: TrainParams, first_epoch: int, steps: int, callbacks):
-    """(Keras history, seconds spent in fit)."""
+@dataclass(frozen=True)
+class Run:
+    """What the stage's own callbacks need besides the params, for every phase."""
+
+    layout: Layout
+    live: Any
+    backup: Any
+    first_epoch: int
+    extra_callbacks: list
+    warm: Any  # imgpipe.warm_start.WarmStart, or None
+
+
+def _train_phases(model, strategy, params: TrainParams, setup: Setup, inputs: Inputs, run: Run):
+    """Fit phase by phase (one phase unless fine-tuning), return (merged history, seconds)."""
+    import keras
+
+    plan = phases(params.fine_tune, params.epochs)
+    with_weights = any(
+        spec["type"] == "backbone" and spec["weights"] != NO_WEIGHTS
+        for spec in setup.settings["layers"]
+    )
+    pretrained = pretrained_layers(model, with_weights, run.warm.copied if run.warm else None)
+    if params.fine_tune.frozen_epochs:
+        check_pretrained(pretrained, params.fine_tune)
+    merged = keras.callbacks.History()
+    merged.epoch, merged.history = [], {}
     started = time.perf_counter()
-    history = _fit(model, *datasets, params, first_epoch, steps, callbacks)
-    return history, time.perf_counter() - started
+    for phase in plan:
+        if len(plan) > 1 and phase.number == FROZEN:
+            freeze(pretrained)
+        elif len(plan) > 1:
+            unfreeze(pretrained, params.fine_tune.unfreeze)
+        _compile(model, strategy, _phase_params(params, phase, len(plan) > 1), setup.steps)
+        start = max(run.first_epoch, phase.start)
+        datasets = _datasets(
+            inputs,
+            run.layout.prepared,
+            params,
+            setup.settings["seed"],
+            start,
+            setup.weights,
+            phase.end,
+        )
+        callbacks = [phase_marker(phase.number)] if len(plan) > 1 else []
+        resumed_at = run.first_epoch if run.first_epoch > phase.start else 0
+        callbacks += _callbacks(params, run.live, run.backup, run.layout, resumed_at, phase.number)
+        history = _fit(
+            model, *datasets, start, phase.end, setup.steps, callbacks + run.extra_callbacks
+        )
+        merged.epoch += list(history.epoch)
+        for name, values in history.history.items():
+            merged.history.setdefault(name, []).extend(values)
+    return merged, time.perf_counter() - started
 
 
 def _end_live(live, history, first_epoch: int) -> None:
@@ -403,16 +492,19 @@ def run(
     setup = _setup(params, seed, inputs)
     backup = Backup(layout.train_backup, backup_key(setup.settings, inputs.files))
     first_epoch = _resume_point(backup, params.epochs, layout.train_live)
-    datasets = _datasets(inputs, layout.prepared, params, seed, first_epoch, setup.weights)
-    model, replicas = _compiled_model(params, inputs, setup.augmentation, setup.steps)
+    model, strategy, warm = _built_model(params, inputs, setup.augmentation)
+    replicas = strategy.num_replicas_in_sync
     _log_start(model, replicas, inputs)
     live = Live(str(layout.train_live), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
-    callbacks = _callbacks(params, live, backup, layout, first_epoch) + list(extra_callbacks or [])
-    history, seconds = _timed_fit(model, datasets, params, first_epoch, setup.steps, callbacks)
+    progress = Run(layout, live, backup, first_epoch, list(extra_callbacks or []), warm)
+    history, seconds = _train_phases(model, strategy, params, setup, inputs, progress)
     _end_live(live, history, first_epoch)
     _draw_curves(layout.train_live, layout.train_curves)
     images_per_second = _record_speed(layout.train_timing, history, seconds, len(inputs.train))
-    _write_model_dir(layout.model, model, inputs, _resolved(setup, inputs, replicas))
+    resolved = _resolved(setup, inputs, replicas)
+    if warm is not None:
+        resolved["warm_start"] = warm.record()
+    _write_model_dir(layout.model, model, inputs, resolved)
     backup.remove()  # only now: until the model is written, a rerun can still resume
     return _summary(history, seconds, images_per_second, backup)
 
