@@ -385,11 +385,12 @@ def _train_phases(model, strategy, params: TrainParams, setup: Setup, inputs: In
     merged.epoch, merged.history = [], {}
     started = time.perf_counter()
     for phase in plan:
-        if len(plan) > 1 and phase.number == FROZEN:
+        phased = params.fine_tune.frozen_epochs > 0
+        if phase.number == FROZEN:
             freeze(pretrained)
-        elif len(plan) > 1:
+        elif phased:
             unfreeze(pretrained, params.fine_tune.unfreeze)
-        _compile(model, strategy, _phase_params(params, phase, len(plan) > 1), setup.steps)
+        _compile(model, strategy, _phase_params(params, phase, phased), setup.steps)
         start = max(run.first_epoch, phase.start)
         datasets = _datasets(
             inputs,
@@ -400,7 +401,7 @@ def _train_phases(model, strategy, params: TrainParams, setup: Setup, inputs: In
             setup.weights,
             phase.end,
         )
-        callbacks = [phase_marker(phase.number)] if len(plan) > 1 else []
+        callbacks = [phase_marker(phase.number)] if phased else []
         resumed_at = run.first_epoch if run.first_epoch > phase.start else 0
         callbacks += _callbacks(params, run.live, run.backup, run.layout, resumed_at, phase.number)
         history = _fit(

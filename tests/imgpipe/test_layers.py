@@ -52,8 +52,22 @@ def test_bad_layer_lists_name_the_layer_and_the_fix(specs, message):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(LayerListError, match=r"unknown preset 'resnet5'; presets: cifar, resnet1"):
+    with pytest.raises(LayerListError, match=r"unknown preset 'resnet5'; presets: cifar, conv"):
         resolve("resnet5")
+
+
+def test_a_backbone_is_checked_by_name_place_and_image_size():
+    with pytest.raises(LayerListError, match=r"layer 1 \(backbone\): name must be a keras"):
+        resolve([{"type": "backbone", "name": "MobileNetV9"}])
+    after_conv = [{"type": "conv", "filters": 4}, {"type": "backbone", "name": "VGG16"}]
+    with pytest.raises(LayerListError, match=r"layer 2 \(backbone\) must be the first layer"):
+        output_shapes(resolve(after_conv), (32, 32, 3))
+    with pytest.raises(
+        LayerListError, match=r"at least 71x71.*prepare.size to at least \[71, 71\]"
+    ):
+        output_shapes(resolve([{"type": "backbone", "name": "Xception"}]), (64, 64, 3))
+    shapes = output_shapes(resolve("efficientnet_v2_b0"), (32, 32, 1))
+    assert shapes == [(1280,), (1280,)]
 
 
 def test_params_refuse_a_bad_layer_list_before_training_starts():
