@@ -65,25 +65,18 @@ def member_header(name: str, size: int) -> bytes:
     encoded = name.encode("utf-8")
     if len(encoded) > 100:
         raise ValueError(f"member name {name!r} is longer than a tar header's 100 bytes")
-    header = b"".join(
-        (
-            encoded.ljust(100, b"\x00"),
-            _octal(0o644, 8),
-            _octal(0, 8),  # uid
-            _octal(0, 8),  # gid
-            _octal(size, 12),
-            _octal(0, 12),  # mtime
-            b" " * 8,  # the checksum, counted as spaces while it is computed
-            b"0",  # a regular file
-            bytes(100),  # linkname
-            USTAR_MAGIC,
-            bytes(64),  # uname, gname
-            bytes(16),  # devmajor, devminor: empty for anything but a device
-            bytes(167),  # prefix and padding
-        )
-    )
-    checksum = b"%06o\x00" % sum(header)
-    return header[:148] + checksum + header[155:]
+    size_field = _octal(size, 12)
+    # The checksum is the sum of the header's bytes: the fixed fields' part is summed once.
+    checksum = b"%06o\x00" % (_FIXED_SUM + sum(encoded) + sum(size_field))
+    return b"".join((encoded.ljust(100, b"\x00"), _MODE_IDS, size_field, _MTIME, checksum, _TAIL))
+
+
+_MODE_IDS = _octal(0o644, 8) + _octal(0, 8) + _octal(0, 8)  # mode, uid, gid
+_MTIME = _octal(0, 12)
+# After the checksum's 7 bytes: its trailing space, "0" (a regular file), an empty linkname,
+# the magic, empty uname, gname, devmajor, devminor (empty for anything but a device), prefix.
+_TAIL = b" 0" + bytes(100) + USTAR_MAGIC + bytes(64) + bytes(16) + bytes(167)
+_FIXED_SUM = sum(_MODE_IDS) + sum(_MTIME) + sum(b" " * 8) + sum(_TAIL[2:]) + ord("0")
 
 
 class ShardWriter:
