@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
@@ -50,6 +49,17 @@ class Fault:
 
 def _apply_all(fn: Callable[[T], R], inputs: list[T]) -> list[R]:
     return [fn(value) for value in inputs]
+
+
+_installed: list[Callable[[Any], Any]] = []  # in a pool's worker: the function it applies
+
+
+def _install(fn: Callable[[Any], Any]) -> None:
+    _installed[:] = [fn]
+
+
+def _apply_installed(inputs: list[Any]) -> list[Any]:
+    return _apply_all(_installed[0], inputs)
 
 
 def ordered_map(
@@ -131,7 +141,9 @@ def _plain_map(
         for value in inputs:
             yield fn(value)
         return
-    with ProcessPoolExecutor(workers) as pool:
+    # The function goes to each worker once, not with every batch: it may carry large state
+    # (a cache's index of hundreds of thousands of entries).
+    with ProcessPoolExecutor(workers, initializer=_install, initargs=(fn,)) as pool:
         pending: list[Future] = []
         while True:
             # Submit the next window before collecting the previous one, so workers never idle
@@ -139,7 +151,7 @@ def _plain_map(
             batch = _take_batch(inputs, window, new_budget())
             step = max(1, min(chunk, -(-len(batch) // workers)))
             submitted = [
-                pool.submit(partial(_apply_all, fn), batch[s : s + step])
+                pool.submit(_apply_installed, batch[s : s + step])
                 for s in range(0, len(batch), step)
             ]
             for future in pending:
