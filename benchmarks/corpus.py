@@ -92,9 +92,9 @@ def make_archive(path: Path, count: int, seed: int = 0, workers: int = 1) -> Pat
     return path
 
 
-def make_raw_dir(raw_dir: Path, count: int, seed: int = 0) -> Path:
+def make_raw_dir(raw_dir: Path, count: int, seed: int = 0, workers: int = 1) -> Path:
     """A ``data/raw`` as the download stage leaves it for a folder source."""
-    make_corpus(Path(raw_dir) / "images", count, seed)
+    make_corpus(Path(raw_dir) / "images", count, seed, workers)
     source = {
         "kind": "corpus",
         "layout": "class_folders",

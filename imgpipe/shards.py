@@ -9,11 +9,10 @@ so the same images give the same bytes on every run.
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -47,15 +46,54 @@ class PackedImage:
     extension: str = "png"
 
 
+BLOCK = 512  # tar's block: every header and every member's padded data
+RECORD = 20 * BLOCK  # tar's default record: the archive's length is a multiple of it
+USTAR_MAGIC = b"ustar\x0000"
+
+
+def _octal(value: int, width: int) -> bytes:
+    """A tar number field as ``tarfile`` writes it: zero-padded octal and a NUL."""
+    return b"%0*o\x00" % (width - 1, value)
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The USTAR header ``tarfile`` writes for a regular file of mode 644 with mtime 0.
+
+    Written directly: through ``tarfile`` the header took about 30 us per image, a tenth of
+    prepare's time per image once decoding is all that is left. ``tests/imgpipe/test_shards``
+    checks the bytes against ``tarfile``'s.
+    """
+    encoded = name.encode("utf-8")
+    if len(encoded) > 100:
+        raise ValueError(f"member name {name!r} is longer than a tar header's 100 bytes")
+    size_field = _octal(size, 12)
+    # The checksum is the sum of the header's bytes: the fixed fields' part is summed once.
+    checksum = b"%06o\x00" % (_FIXED_SUM + sum(encoded) + sum(size_field))
+    return b"".join((encoded.ljust(100, b"\x00"), _MODE_IDS, size_field, _MTIME, checksum, _TAIL))
+
+
+_MODE_IDS = _octal(0o644, 8) + _octal(0, 8) + _octal(0, 8)  # mode, uid, gid
+_MTIME = _octal(0, 12)
+# After the checksum's 7 bytes: its trailing space, "0" (a regular file), an empty linkname,
+# the magic, empty uname, gname, devmajor, devminor (empty for anything but a device), prefix.
+_TAIL = b" 0" + bytes(100) + USTAR_MAGIC + bytes(64) + bytes(16) + bytes(167)
+_FIXED_SUM = sum(_MODE_IDS) + sum(_MTIME) + sum(b" " * 8) + sum(_TAIL[2:]) + ord("0")
+
+
 class ShardWriter:
-    """Writes images into consecutive shards of at most ``shard_size`` images."""
+    """Writes images into consecutive shards of at most ``shard_size`` images.
+
+    The bytes are those of ``tarfile`` in USTAR format with every header field fixed, so the
+    same images give the same shards on every run.
+    """
 
     def __init__(self, directory: Path, shard_size: int) -> None:
         self.directory = Path(directory)
         self.shard_size = shard_size
-        self._tar: tarfile.TarFile | None = None
+        self._file: BinaryIO | None = None
         self._shard_index = -1
         self._in_shard = 0
+        self._offset = 0
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -65,35 +103,40 @@ class ShardWriter:
 
     def add(self, image: PackedImage) -> dict[str, object]:
         """Store one image; return its shard, offset and length for the manifest."""
-        if self._tar is None or self._in_shard >= self.shard_size:
+        if self._file is None or self._in_shard >= self.shard_size:
             self._open_next()
-        assert self._tar is not None
-        info = tarfile.TarInfo(f"{image.id}.{image.extension}")
-        info.size = len(image.data)
-        info.mtime = 0
-        info.mode = 0o644
-        self._tar.addfile(info, io.BytesIO(image.data))
-        self._in_shard += 1
-        # The archive's write position now sits after the member's data, padded to a block.
-        padded = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-        return {
+        assert self._file is not None
+        size = len(image.data)
+        padding = -size % BLOCK
+        self._file.write(member_header(f"{image.id}.{image.extension}", size))
+        self._file.write(image.data)
+        if padding:
+            self._file.write(bytes(padding))
+        place = {
             "shard": SHARD_PATTERN.format(self._shard_index),
-            "offset": self._tar.offset - padded,
-            "length": info.size,
+            "offset": self._offset + BLOCK,
+            "length": size,
         }
+        self._offset += BLOCK + size + padding
+        self._in_shard += 1
+        return place
 
     def _open_next(self) -> None:
         self.close()
         self._shard_index += 1
         self._in_shard = 0
+        self._offset = 0
         path = self.directory / SHARD_PATTERN.format(self._shard_index)
         # Held open across add() calls and closed in close(); a with-block cannot span them.
-        self._tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        self._file = open(path, "wb")  # noqa: SIM115
 
     def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-            self._tar = None
+        if self._file is not None:
+            # The end-of-archive marker (two zero blocks), then zeros up to a whole record.
+            end = self._offset + 2 * BLOCK
+            self._file.write(bytes(2 * BLOCK + (-end % RECORD)))
+            self._file.close()
+            self._file = None
 
 
 def write_manifest(directory: Path, rows: Iterable[dict[str, object]], columns: list[str]) -> Path:

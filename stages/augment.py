@@ -12,25 +12,37 @@ same on every run and for any number of workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import Augmentor
+import numpy as np
 import pandas as pd
+import PIL
 from tqdm import tqdm
 
-from imgpipe import atomic
-from imgpipe.augment_ops import Applied, BuiltOperation, augment_copies, build_class_operations
+from imgpipe import atomic, augment_ops, images
+from imgpipe.augment_ops import (
+    Applied,
+    BuiltOperation,
+    augment_copies,
+    build_class_operations,
+    sample_seed,
+)
 from imgpipe.augment_preview import PreviewRow, draw_preview
 from imgpipe.cli import run_main, worker_count
+from imgpipe.content_cache import ContentCache, evict, fingerprint, resolve_dir
 from imgpipe.errors import StageError
-from imgpipe.images import decode, encode_png
+from imgpipe.images import STORED, decode, encode_png
 from imgpipe.layout import Layout
 from imgpipe.parallel import ordered_map
-from imgpipe.params import AugmentParams, load_params
+from imgpipe.params import AugmentParams, CacheParams, load_params
 from imgpipe.shards import (
     AUGMENTED_COLUMNS,
     PackedImage,
@@ -44,9 +56,9 @@ from imgpipe.shards import (
 log = logging.getLogger("imgpipe.augment")
 
 PREVIEW_SAMPLES = 6  # augmented samples shown beside each original
-# zlib level of the samples' PNGs. Measured on 64x64 photo crops: about half the encoding time
-# of level 6 for files about 1% larger; encoding was the largest cost of making a sample.
-SAMPLE_PNG_LEVEL = 1
+# The samples' PNGs are stored uncompressed, as prepare's are: on 64x64 photo crops zlib at
+# level 1 took 0.3 ms a sample, the largest cost of making one; stored, 0.03 ms.
+SAMPLE_PNG_LEVEL = STORED
 # Training images handed to the workers at a time: small, so that the shards are written
 # while the workers make the next samples.
 WINDOW = 32
@@ -151,15 +163,84 @@ class Made:
     applied: list[Applied]
 
 
-def _augment_batch(
-    operations: dict[str, list[BuiltOperation]], seed: int, task: tuple[bytes, Batch]
-) -> tuple[Batch, list[Made]]:
+def encode_made(made: Made) -> bytes:
+    """A sample as the cache stores it: a line of JSON (its seed, what applied), the PNG."""
+    applied = [[a.name, a.probability, a.draw] for a in made.applied]
+    line = json.dumps({"seed": made.seed, "applied": applied}, separators=(",", ":"))
+    return line.encode("utf-8") + b"\n" + made.png
+
+
+def decode_made(payload: bytes) -> Made:
+    line, _, png = payload.partition(b"\n")
+    head = json.loads(line)
+    return Made(png, head["seed"], [Applied(*entry) for entry in head["applied"]])
+
+
+@dataclass(frozen=True)
+class Maker:
+    """What the workers need to make samples: the operations, the seed, the cache if any."""
+
+    operations: dict[str, list[BuiltOperation]]
+    seed: int
+    cache: ContentCache | None = None
+    # Per class, a hash of its operation list (names, probabilities, arguments): a sample is
+    # reused only if made from the same image bytes by the same operations and seed.
+    recipes: dict[str, str] = field(default_factory=dict)
+
+
+def recipes_of(operations: dict[str, list[BuiltOperation]]) -> dict[str, str]:
+    described = {
+        label: json.dumps(
+            [[op.name, op.probability, list(op.arguments)] for op in ops], default=str
+        )
+        for label, ops in operations.items()
+    }
+    return {label: hashlib.sha256(text.encode()).hexdigest() for label, text in described.items()}
+
+
+def sample_key(image_hash: str, recipe: str, own_seed: int) -> str:
+    return hashlib.sha256(f"{image_hash}:{recipe}:{own_seed}".encode()).hexdigest()
+
+
+# A worker's answer: the batch, its samples, and the cache key of each sample made now.
+Answer = tuple[Batch, list[Made], dict[int, str]]
+
+
+def _augment_batch(maker: Maker, task: tuple[bytes, Batch]) -> Answer:
     data, batch = task
     indices = range(batch.first, batch.first + batch.copies)
-    made = augment_copies(decode(data), operations[batch.label], seed, indices)
-    return batch, [
-        Made(encode_png(image, SAMPLE_PNG_LEVEL), own, applied) for image, own, applied in made
-    ]
+    found: dict[int, Made] = {}
+    keys: dict[int, str] = {}
+    if maker.cache is not None:
+        image_hash = hashlib.sha256(data).hexdigest()
+        recipe = maker.recipes[batch.label]
+        for index in indices:
+            keys[index] = sample_key(image_hash, recipe, sample_seed(maker.seed, index))
+            payload = maker.cache.get(keys[index])
+            if payload is not None:
+                found[index] = decode_made(payload)
+    missing = [index for index in indices if index not in found]
+    if missing:
+        # Each sample depends on (seed, index) alone, so making only the missing ones gives
+        # the bytes that making them all would.
+        made = augment_copies(decode(data), maker.operations[batch.label], maker.seed, missing)
+        for index, (image, own, applied) in zip(missing, made, strict=True):
+            found[index] = Made(encode_png(image, SAMPLE_PNG_LEVEL), own, applied)
+    new = {index: keys[index] for index in missing if index in keys}
+    return batch, [found[index] for index in indices], new
+
+
+def open_cache(settings: CacheParams) -> ContentCache | None:
+    if settings.dir is None:
+        return None
+    versions = {
+        "png_level": SAMPLE_PNG_LEVEL,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+        "augmentor": getattr(Augmentor, "__version__", "unknown"),
+    }
+    modules = [augment_ops, images, sys.modules[__name__]]
+    return ContentCache.open(resolve_dir(settings.dir), fingerprint(versions, modules))
 
 
 def _preview_parents(batches: list[Batch], count: int) -> list[str]:
@@ -216,16 +297,22 @@ def _sample_row(sample_id: str, batch: Batch, sample: Made, place: dict[str, obj
 
 
 def _pack(
-    results: Iterable[tuple[Batch, list[Made]]], out: ShardWriter, total: int, preview: Preview
+    results: Iterable[Answer],
+    out: ShardWriter,
+    total: int,
+    preview: Preview,
+    cache: ContentCache | None = None,
 ) -> list[dict]:
     """Write each sample into the shards as it comes; return the manifest rows."""
     rows = []
     with tqdm(total=total, desc="augment", unit="img", mininterval=1.0) as progress:
-        for batch, made in results:
+        for batch, made, new in results:
             for index, sample in enumerate(made, start=batch.first):
                 sample_id = f"aug-{index:07d}"
                 place = out.add(PackedImage(sample_id, sample.png))
                 rows.append(_sample_row(sample_id, batch, sample, place))
+                if cache is not None and index in new:
+                    cache.put(new[index], encode_made(sample))
             preview.keep_samples(batch, made)
             progress.update(len(made))
     return rows
@@ -242,16 +329,33 @@ def write_samples(
         len(plan.batches),
         workers,
     )
-    make = partial(_augment_batch, plan.operations, seed)
+    cache = open_cache(params.cache)
+    maker = Maker(plan.operations, seed, cache, recipes_of(plan.operations) if cache else {})
+    make = partial(_augment_batch, maker)
     with (
         atomic.atomic_dir(layout.augmented) as scratch,
         ShardWriter(scratch, params.shard_size) as out,
     ):
         tasks = _tasks(layout.prepared, plan, preview)
-        rows = _pack(ordered_map(make, tasks, workers, WINDOW), out, plan.samples, preview)
+        answers = ordered_map(make, tasks, workers, WINDOW)
+        rows = _pack(answers, out, plan.samples, preview, cache)
         out.close()
         write_manifest(scratch, rows, AUGMENTED_COLUMNS)
+    if cache is not None:
+        _close_cache(cache, params.cache, plan.samples)
     return rows
+
+
+def _close_cache(cache: ContentCache, settings: CacheParams, samples: int) -> None:
+    cache.commit()
+    if cache.added:
+        evict(cache.root, settings.max_bytes)
+    log.info(
+        "cache %s: %d sample(s) reused, %d made",
+        cache.directory,
+        samples - cache.added,
+        cache.added,
+    )
 
 
 def summarize(rows: list[dict], plan: Plan) -> dict:

@@ -542,3 +542,20 @@ def test_encode_png_writes_pixels_only_whatever_the_image_carries():
     assert png_chunks(encode_png(image)) == {b"IHDR", b"IDAT", b"IEND"}
     plain = Image.new("RGB", (5, 5), (1, 2, 3))
     assert encode_png(image) == encode_png(plain)
+
+
+def test_stored_pngs_hold_the_exact_pixels_in_any_reader():
+    from imgpipe.images import STORED, encode_png, stored_png
+
+    rng = np.random.default_rng(3)
+    # One deflate block, several (over 64 KB of rows), and a single pixel.
+    for shape, mode in (((16, 16), "L"), ((200, 150, 3), "RGB"), ((1, 1, 3), "RGB")):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        image = Image.fromarray(pixels, mode)
+        data = encode_png(image, STORED)
+        assert data == stored_png(image)
+        Image.open(io.BytesIO(data)).verify()  # every chunk's CRC and the zlib stream
+        back = Image.open(io.BytesIO(data))
+        assert back.mode == mode and np.array_equal(np.asarray(back), pixels)
+    # Other modes, and other levels, go through Pillow's encoder.
+    assert Image.open(io.BytesIO(encode_png(Image.new("RGBA", (4, 4)), STORED))).mode == "RGBA"

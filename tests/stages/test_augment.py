@@ -325,3 +325,30 @@ def test_shard_size_sets_the_samples_per_shard_and_nothing_else(prepared_dir, sp
     )
     with pytest.raises(ParamsError, match=r"augment\.shard_size: Input should be greater than"):
         parse_params({"augment": {"shard_size": 0}})
+
+
+def _reused(caplog) -> tuple[int, int]:
+    line = [r.getMessage() for r in caplog.records if "sample(s) reused" in r.getMessage()][-1]
+    reused, made = (int(part.split()[0]) for part in line.split(": ", 1)[1].split(", "))
+    caplog.clear()
+    return reused, made
+
+
+def test_samples_come_from_the_cache_when_image_operations_and_seed_recur(
+    prepared_dir, split_dir, tmp_path, caplog
+):
+    caplog.set_level("INFO", logger="imgpipe.augment")
+    cache = {"dir": str(tmp_path / "cache")}
+    _run(prepared_dir, split_dir, tmp_path / "first", cache=cache, workers=2)
+    total = len(read_manifest(tmp_path / "first"))
+    assert _reused(caplog) == (0, total)
+    # One class's operations change: only its samples are made again.
+    changed = {"class_overrides": {"circle": {"zoom": False}}}
+    _run(prepared_dir, split_dir, tmp_path / "again", cache=cache, **changed)
+    circles = (read_manifest(tmp_path / "again")["label"] == "circle").sum()
+    assert _reused(caplog) == (total - circles, circles)
+    _run(prepared_dir, split_dir, tmp_path / "clean", **changed)
+    assert tree_bytes(tmp_path / "again") == tree_bytes(tmp_path / "clean")
+    assert (tmp_path / "again-preview.png").read_bytes() == (
+        tmp_path / "clean-preview.png"
+    ).read_bytes()

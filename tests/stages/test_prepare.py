@@ -320,3 +320,40 @@ def test_quality_flags_are_reported_pictured_and_excluded_when_asked(raw_dir, tm
     rejected = [r for r in report["rejected"] if r["path"] == black]
     assert rejected[0]["kind"] == "quality_extreme_aspect"
     assert "extreme_aspect" in rejected[0]["reason"]
+
+
+def _cache_counts(caplog) -> tuple[int, int]:
+    """(reused, standardized) from the last run's cache log line."""
+    line = [r.getMessage() for r in caplog.records if "image(s) reused" in r.getMessage()][-1]
+    reused, made = (int(part.split()[0]) for part in line.split(": ", 1)[1].split(", "))
+    caplog.clear()
+    return reused, made
+
+
+def test_a_rerun_reuses_the_cache_and_gives_the_bytes_of_a_clean_run(raw_dir, tmp_path, caplog):
+    caplog.set_level("INFO", logger="imgpipe.prepare")
+    cache = {"dir": str(tmp_path / "cache"), "max_mb": 100}
+    _run(raw_dir, tmp_path / "first", cache=cache, workers=2)
+    assert _cache_counts(caplog) == (0, 60)
+    # Two files added, one changed in place, one renamed (same bytes: still reused).
+    class_image(0, 100).save(raw_dir / "images" / "circle" / "new.png")
+    class_image(1, 101).save(raw_dir / "images" / "square" / "new.png")
+    class_image(2, 102).save(raw_dir / "images" / "triangle" / "img-000.png")
+    squares = sorted((raw_dir / "images" / "square").iterdir())
+    squares[1].rename(squares[1].with_name("renamed.png"))
+    _run(raw_dir, tmp_path / "again", cache=cache)
+    assert _cache_counts(caplog) == (59, 3)  # the renamed file is rehashed, then found
+    _run(raw_dir, tmp_path / "clean")
+    for part in ("prepared", "reports"):
+        assert tree_bytes(tmp_path / "again" / part) == tree_bytes(tmp_path / "clean" / part)
+
+    # Damaged packs (a flipped byte in every entry's region) are detected and made again.
+    for pack in (tmp_path / "cache").rglob("*.pack"):
+        data = bytearray(pack.read_bytes())
+        data[::500] = bytes(b ^ 0xFF for b in data[::500])
+        pack.write_bytes(bytes(data))
+    _run(raw_dir, tmp_path / "damaged", cache=cache, workers=2)
+    reused, made = _cache_counts(caplog)
+    assert made > 0 and reused + made == 62
+    for part in ("prepared", "reports"):
+        assert tree_bytes(tmp_path / "damaged" / part) == tree_bytes(tmp_path / "clean" / part)
