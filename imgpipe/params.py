@@ -270,7 +270,7 @@ class TrainParams(Section):
     early_stopping: EarlyStopping = EarlyStopping()
     mixed_precision: bool = False
     tensorboard: bool = False
-    strategy: Literal["default", "mirrored"] = "default"
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
 
     @field_validator("model")
     @classmethod
