@@ -83,8 +83,7 @@ def _wait(processes: list[subprocess.Popen], project: Path) -> None:
             for p in processes:
                 p.kill()
             code = "timeout"
-        log = (project / f"worker-{index}.log").read_text(errors="replace")
-        assert code == 0, f"worker {index} ended with {code}:\n{log[-3000:]}"
+        assert code == 0, _logs(project, f"worker {index} ended with {code}")
 
 
 def _kill_after_an_epoch(processes: list[subprocess.Popen], project: Path) -> None:
@@ -94,13 +93,21 @@ def _kill_after_an_epoch(processes: list[subprocess.Popen], project: Path) -> No
     other = ".train-backup/worker-1/backup/*/keras/training_metadata.json"
     try:
         while not (list(project.glob(chief)) and list(project.glob(other))):
-            assert all(p.poll() is None for p in processes), "a worker ended before the kill"
-            assert time.monotonic() < deadline, "no backup appeared"
+            assert all(p.poll() is None for p in processes), _logs(project, "a worker ended")
+            assert time.monotonic() < deadline, _logs(project, "no backup appeared")
             time.sleep(0.01)
     finally:
         for process in reversed(processes):
             process.kill()
             process.wait()
+
+
+def _logs(project: Path, what: str) -> str:
+    tails = [
+        f"worker {i}:\n{(project / f'worker-{i}.log').read_text(errors='replace')[-2000:]}"
+        for i in range(2)
+    ]
+    return "\n".join([what, *tails])
 
 
 def _weights(model_file: Path) -> list[np.ndarray]:
@@ -140,7 +147,7 @@ def test_two_workers_train_the_one_worker_model_and_resume_after_a_kill(project,
     _wait(_start_cluster(project, trace), project)
 
     live = json.loads((project / "reports" / "train" / "metrics.json").read_text())
-    assert 1 <= live["resumed_at_epoch"] < EPOCHS, live
+    assert 1 <= live["resumed_at_epoch"] < EPOCHS, _logs(project, str(live))
     assert live["epochs_run"] == EPOCHS - live["resumed_at_epoch"]
     # Only the chief's outputs remain; the other worker's scratch folder and every backup
     # are gone.
