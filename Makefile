@@ -11,11 +11,22 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 setup: $(VENV)/.installed
 
 # constraints.txt pins the exact versions dvc.lock was made with (see its header).
+# GPU=1: TensorFlow's CUDA build (the gpu extra) instead of tensorflow-cpu. Both wheels install
+# the same `tensorflow` folder, so both are removed and the CUDA build alone put back; to switch
+# an existing environment, `make clean setup GPU=1`.
+GPU ?= 0
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) tools/check_python.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(GPU),1)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,gpu]"
+	$(BIN)/python -m pip uninstall --quiet -y tensorflow-cpu tensorflow
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt tensorflow
+	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
+else
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+endif
 	touch $@
 
 # validate first outside DVC as well: DVC expands params.yaml's YAML aliases whole when it

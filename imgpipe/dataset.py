@@ -12,7 +12,9 @@ scaling is a layer inside the model, so ``predict`` feeds exactly what training 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +79,16 @@ def epoch_order(size: int, seed: int | None, epoch: int) -> np.ndarray:
 def _read_chunks(
     index: SampleIndex, order: np.ndarray, chunk: int = CHUNK
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    yield from _read_pieces(index, (order[s : s + chunk] for s in range(0, len(order), chunk)))
+
+
+def _read_pieces(
+    index: SampleIndex, pieces: Iterable[np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(encoded bytes, labels) of each piece of sample numbers, the shard files kept open."""
     handles: dict[int, object] = {}
     try:
-        for start in range(0, len(order), chunk):
-            picked = order[start : start + chunk]
+        for picked in pieces:
             data = np.empty(len(picked), dtype=object)
             for i in np.lexsort((index.offset[picked], index.shard[picked])):
                 sample = picked[i]
@@ -189,3 +197,100 @@ def training_batches(
 
 def steps_per_epoch(index: SampleIndex, batch_size: int) -> int:
     return -(-len(index) // batch_size)
+
+
+# Names a folder where each input pipeline of a multi-worker run lists the samples it read,
+# per epoch (pipeline-<n>.jsonl): lets a test check that every worker read its share.
+TRACE_VARIABLE = "IMGPIPE_INPUT_TRACE"
+
+
+def replica_steps(size: int, batch_size: int, replicas: int) -> int:
+    """Steps per epoch when each batch is cut into one piece per replica.
+
+    As ``steps_per_epoch``, except that a last batch with fewer images than replicas is left
+    out of the epoch: a replica with an empty piece would feed batch norm an empty batch.
+    """
+    full, rest = divmod(size, batch_size)
+    return full + (rest >= replicas)
+
+
+def pipeline_pieces(
+    order: np.ndarray, batch_size: int, replicas: int, pipeline: int, pipelines: int
+) -> list[np.ndarray]:
+    """The sample numbers of each per-replica batch that one input pipeline feeds, in order.
+
+    Batch k is what a one-replica run takes (``order[k * batch_size :][:batch_size]``), cut
+    into ``replicas`` near-equal pieces; pipeline p feeds pieces p * r .. (p + 1) * r - 1
+    of every batch (r = replicas // pipelines, the replicas of its worker), so the replicas
+    together see exactly the one-replica run's batches.
+    """
+    local = replicas // pipelines
+    steps = replica_steps(len(order), batch_size, replicas)
+    pieces = []
+    for step in range(steps):
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        bounds = [(j * len(batch)) // replicas for j in range(replicas + 1)]
+        pieces += [
+            batch[bounds[j] : bounds[j + 1]]
+            for j in range(pipeline * local, (pipeline + 1) * local)
+        ]
+    return pieces
+
+
+def _trace(pipeline: int, epoch: int, pieces: list[np.ndarray]) -> None:
+    folder = os.environ.get(TRACE_VARIABLE)
+    if not folder:
+        return
+    samples = [int(i) for piece in pieces for i in piece]
+    line = json.dumps({"pipeline": pipeline, "epoch": epoch, "samples": samples})
+    with open(Path(folder) / f"pipeline-{pipeline}.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def replica_batches(
+    index: SampleIndex,
+    channels: int,
+    size: tuple[int, int],
+    batch_size: int,
+    seed: int,
+    epochs: range,
+    replicas: int,
+    pipeline: int = 0,
+    pipelines: int = 1,
+) -> tf.data.Dataset:
+    """Per-replica batches of ``epochs`` for one input pipeline (one worker) of a cluster.
+
+    Each worker reads and decodes only its own pieces (``pipeline_pieces``), so reading
+    costs each worker its share of the epoch, not the whole of it.
+    """
+    decode = _decoder(channels, size)
+    width, height = size
+
+    @tf.autograph.experimental.do_not_convert
+    def pieces(epoch_value):
+        epoch = int(epoch_value)
+        order = epoch_order(len(index), seed, epoch)
+        mine = pipeline_pieces(order, batch_size, replicas, pipeline, pipelines)
+        _trace(pipeline, epoch, mine)
+        yield from _read_pieces(index, mine)
+
+    def decode_piece(data, label):
+        pixels = tf.map_fn(
+            lambda one: decode(one, 0)[0],
+            data,
+            fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8),
+        )
+        return pixels, label
+
+    def one_epoch(epoch):
+        return tf.data.Dataset.from_generator(
+            pieces,
+            args=(epoch,),
+            output_signature=(
+                tf.TensorSpec(shape=(None,), dtype=tf.string),
+                tf.TensorSpec(shape=(None,), dtype=tf.int64),
+            ),
+        ).map(decode_piece, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    epochs_left = tf.data.Dataset.range(epochs.start, epochs.stop)
+    return epochs_left.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

@@ -7,6 +7,7 @@ which of them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -134,11 +135,25 @@ def find_project(start: Path | str = ".") -> Path | None:
 # Where `dvc exp run --temp` and `dvc queue` run an experiment: a copy of the project inside
 # the project's own .dvc/tmp/exps/, holding only what git tracks.
 EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+# What DVC sets for every stage command: the project's folder. For an experiment run in a
+# copy, DVC sets it to the project the experiment was queued in, not to the copy (DVC 3.x).
+DVC_ROOT_VARIABLE = "DVC_ROOT"
 
 
 def original_project(start: Path | str = ".") -> Path | None:
-    """The project a DVC experiment copy at ``start`` was made from, or None outside one."""
-    parts = Path(start).resolve().parts
+    """The project a DVC experiment copy at ``start`` was made from, or None outside one.
+
+    Told by DVC_ROOT when DVC runs the stage in a copy (below the project's .dvc/ or outside
+    the project); otherwise (a stage run by hand in a copy) read from where the copy lies.
+    """
+    here = Path(start).resolve()
+    told = os.environ.get(DVC_ROOT_VARIABLE)
+    if told:
+        root = Path(told).resolve()
+        inside = here.is_relative_to(root) and not here.is_relative_to(root / ".dvc")
+        if not inside:
+            return root
+    parts = here.parts
     for index in range(len(parts) - len(EXPERIMENT_COPIES) + 1):
         if parts[index : index + len(EXPERIMENT_COPIES)] == EXPERIMENT_COPIES:
             return Path(*parts[:index])

@@ -331,7 +331,7 @@ class TrainParams(Section):
     early_stopping: EarlyStopping = EarlyStopping()
     mixed_precision: bool = False
     tensorboard: bool = False
-    strategy: Literal["default", "mirrored"] = "default"
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     warm_start: str | None = Field(
         None,
         description="a model.keras this pipeline trained: its matching layers start this run",

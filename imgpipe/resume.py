@@ -27,6 +27,9 @@ log = logging.getLogger("imgpipe.train")
 KERAS_DIR = "keras"
 # Keras' BackupAndRestore records the number of finished epochs in this file of its folder.
 KERAS_METADATA = "training_metadata.json"
+KERAS_WEIGHTS = "latest.weights.h5"
+# With double_checkpoint, the epoch before the latest is kept under the same names plus this.
+KERAS_PREVIOUS = ".bkp"
 SNAPSHOT_PREFIX = "epoch-"
 RANDOM_STATE = "random_state.npz"
 CALLBACK_STATE_FILE = "callbacks.json"
@@ -76,6 +79,24 @@ class Backup:
                 return 0
             finished = max(finished, epoch)
         return finished
+
+    def previous_epochs(self) -> int:
+        """Epochs of the backup kept from the epoch before the latest (-1: none)."""
+        metadata = self.keras_dir / f"{KERAS_METADATA}{KERAS_PREVIOUS}"
+        try:
+            return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
+
+    def roll_back(self, epochs: int) -> None:
+        """Make the previous backup, of ``epochs`` finished epochs, the one to resume from.
+
+        For a worker of a cluster whose backup of the latest epoch the others lack.
+        """
+        if self.previous_epochs() != epochs:
+            raise ValueError(f"no backup of {epochs} epochs in {self.keras_dir}")
+        for name in (KERAS_WEIGHTS, KERAS_METADATA):
+            shutil.copyfile(self.keras_dir / f"{name}{KERAS_PREVIOUS}", self.keras_dir / name)
 
     def restore_snapshot(self, live_dir: Path, epochs: int) -> None:
         """Put back the dvclive history written up to ``epochs`` finished epochs."""

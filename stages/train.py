@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgpipe import atomic
+from imgpipe import atomic, distribute
 from imgpipe.backbones import NO_WEIGHTS
 from imgpipe.cli import run_main
 from imgpipe.determinism import make_deterministic
@@ -63,14 +63,6 @@ def _class_weights(params: TrainParams, classes: list[str], counts) -> list[floa
             f"train.class_weights names unknown class(es) {unknown}; classes: {classes}"
         )
     return [float(params.class_weights.get(name, 1.0)) for name in classes]
-
-
-def _strategy(name: str):
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()  # every local GPU, or the CPU if there is none
-    return tf.distribute.get_strategy()
 
 
 @contextmanager
@@ -204,12 +196,14 @@ def _checked_layers(params: TrainParams, input_shape: tuple[int, int, int]) -> l
     return layers
 
 
-def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, weights, end):
+def _datasets(
+    inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, weights, end, strategy
+):
     """Training batches (pixels, one-hot, class weight) of epochs ``first_epoch`` to ``end``
     (exclusive); val batches."""
     import tensorflow as tf
 
-    from imgpipe.dataset import encoded_images, image_batches, training_batches
+    from imgpipe.dataset import encoded_images, image_batches, replica_batches, training_batches
 
     num_classes = len(inputs.classes)
     weight_table = tf.constant(weights, tf.float32)
@@ -217,15 +211,33 @@ def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, wei
     def for_loss(pixels, label):
         return pixels, tf.one_hot(label, num_classes), tf.gather(weight_table, label)
 
-    train_data = training_batches(
-        inputs.train,
-        inputs.channels,
-        inputs.size,
-        params.batch_size,
-        seed,
-        first_epoch,
-        end,
-    ).map(for_loss)
+    if params.strategy == "multi_worker":
+
+        def worker_batches(context):
+            # Each worker reads only its pieces of every batch: see dataset.pipeline_pieces.
+            return replica_batches(
+                inputs.train,
+                inputs.channels,
+                inputs.size,
+                params.batch_size,
+                seed,
+                range(first_epoch, end),
+                strategy.num_replicas_in_sync,
+                context.input_pipeline_id,
+                context.num_input_pipelines,
+            ).map(for_loss)
+
+        train_data = strategy.distribute_datasets_from_function(worker_batches)
+    else:
+        train_data = training_batches(
+            inputs.train,
+            inputs.channels,
+            inputs.size,
+            params.batch_size,
+            seed,
+            first_epoch,
+            end,
+        ).map(for_loss)
     class_index = {name: i for i, name in enumerate(inputs.classes)}
     val_data = image_batches(
         encoded_images([(prepared_dir, inputs.val_rows)], class_index),
@@ -233,18 +245,19 @@ def _datasets(inputs: Inputs, prepared_dir: Path, params, seed, first_epoch, wei
         params.batch_size,
         size=inputs.size,
     ).map(lambda pixels, label: (pixels, tf.one_hot(label, num_classes)))
+    if params.strategy == "multi_worker":
+        val_data = val_data.with_options(distribute.input_options())
     return train_data, val_data
 
 
-def _built_model(params: TrainParams, inputs: Inputs, augmentation):
-    """(model, strategy, warm start or None): built in the strategy's scope, warm-started."""
+def _built_model(params: TrainParams, inputs: Inputs, augmentation, strategy):
+    """(model, warm start or None): built in the strategy's scope, warm-started."""
     from imgpipe.models import build_model
 
-    strategy = _strategy(params.strategy)
     with _precision(params.mixed_precision), strategy.scope():
         model = build_model(params.model, inputs.input_shape, len(inputs.classes), augmentation)
     warm = warm_start(model, params.warm_start) if params.warm_start else None
-    return model, strategy, warm
+    return model, warm
 
 
 def _compile(model, strategy, params: TrainParams, steps: int) -> None:
@@ -316,12 +329,15 @@ class Setup:
     weights: list[float]  # loss weight per class index
 
 
-def _setup(params: TrainParams, seed: int, inputs: Inputs) -> Setup:
-    from imgpipe.dataset import steps_per_epoch
+def _setup(params: TrainParams, seed: int, inputs: Inputs, replicas: int) -> Setup:
+    from imgpipe.dataset import replica_steps, steps_per_epoch
 
     layers = _checked_layers(params, inputs.input_shape)
     augmentation = check_augmentation(params.augmentation)
-    steps = steps_per_epoch(inputs.train, params.batch_size)
+    if params.strategy == "multi_worker":
+        steps = replica_steps(len(inputs.train), params.batch_size, replicas)
+    else:
+        steps = steps_per_epoch(inputs.train, params.batch_size)
     weights = _class_weights(params, inputs.classes, inputs.train.class_counts(len(inputs.classes)))
     settings = {"seed": seed, **params.model_dump(mode="json"), "layers": layers}
     if params.warm_start:  # the file's content, not only its name, decides the experiment
@@ -329,9 +345,21 @@ def _setup(params: TrainParams, seed: int, inputs: Inputs) -> Setup:
     return Setup(settings, augmentation, steps, weights)
 
 
-def _resume_point(backup, epochs: int, live_dir: Path) -> int:
-    """The first epoch to train: the one after those a killed run of this experiment finished."""
+def _resume_point(backup, epochs: int, live_dir: Path, strategy, worker) -> int:
+    """The first epoch to train: the one after those a killed run of this experiment finished.
+
+    Workers of a cluster first agree on it (``distribute.agreed_resume``).
+    """
     first_epoch = min(backup.finished_epochs(), epochs)
+    if worker.count > 1:
+        agreed = distribute.agreed_resume(
+            strategy, worker, backup.key, first_epoch, backup.previous_epochs()
+        )
+        if not agreed:
+            backup.remove()  # whatever it holds (a half-written first backup, say) is not used
+        elif agreed != first_epoch:
+            backup.roll_back(agreed)
+        first_epoch = agreed
     if first_epoch:
         # Counted as the metrics count it: resumed_at_epoch is the number of epochs already done.
         log.info(
@@ -354,6 +382,17 @@ def _log_start(model, replicas: int, inputs: Inputs) -> None:
         len(inputs.train),
         inputs.augmented,
         len(inputs.val_rows),
+    )
+
+
+def _batch_shapes(inputs: Inputs) -> tuple:
+    """What one training batch holds: pixels, one-hot labels, loss weights."""
+    import keras
+
+    return (
+        keras.KerasTensor((None, *inputs.input_shape), "uint8"),
+        keras.KerasTensor((None, len(inputs.classes)), "float32"),
+        keras.KerasTensor((None,), "float32"),
     )
 
 
@@ -400,13 +439,15 @@ def _train_phases(model, strategy, params: TrainParams, setup: Setup, inputs: In
             start,
             setup.weights,
             phase.end,
+            strategy,
         )
         callbacks = [phase_marker(phase.number)] if phased else []
         resumed_at = run.first_epoch if run.first_epoch > phase.start else 0
         callbacks += _callbacks(params, run.live, run.backup, run.layout, resumed_at, phase.number)
-        history = _fit(
-            model, *datasets, start, phase.end, setup.steps, callbacks + run.extra_callbacks
-        )
+        with distribute.keras_multi_worker(model, strategy, _batch_shapes(inputs)):
+            history = _fit(
+                model, *datasets, start, phase.end, setup.steps, callbacks + run.extra_callbacks
+            )
         merged.epoch += list(history.epoch)
         for name, values in history.history.items():
             merged.history.setdefault(name, []).extend(values)
@@ -484,17 +525,20 @@ def run(
     ``extra_callbacks`` are Keras callbacks run after the stage's own.
     """
     import_tensorflow()  # first, so that it loads quietly whatever imports it next
+    # Before any TensorFlow op: a multi-worker strategy cannot be set up after one ran.
+    strategy, worker = distribute.create_strategy(params.strategy)
     from dvclive import Live  # imported here, as TensorFlow is: both take seconds to load
 
     from imgpipe.resume import Backup, backup_key
 
+    given, layout = layout, distribute.worker_layout(layout, worker)
+    replicas = strategy.num_replicas_in_sync
     make_deterministic(seed)
     inputs = read_inputs(layout)
-    setup = _setup(params, seed, inputs)
+    setup = _setup(params, seed, inputs, replicas)
     backup = Backup(layout.train_backup, backup_key(setup.settings, inputs.files))
-    first_epoch = _resume_point(backup, params.epochs, layout.train_live)
-    model, strategy, warm = _built_model(params, inputs, setup.augmentation)
-    replicas = strategy.num_replicas_in_sync
+    first_epoch = _resume_point(backup, params.epochs, layout.train_live, strategy, worker)
+    model, warm = _built_model(params, inputs, setup.augmentation, strategy)
     _log_start(model, replicas, inputs)
     live = Live(str(layout.train_live), save_dvc_exp=False, dvcyaml=None, resume=first_epoch > 0)
     progress = Run(layout, live, backup, first_epoch, list(extra_callbacks or []), warm)
@@ -507,6 +551,7 @@ def run(
         resolved["warm_start"] = warm.record()
     _write_model_dir(layout.model, model, inputs, resolved)
     backup.remove()  # only now: until the model is written, a rerun can still resume
+    distribute.remove_scratch(given, worker)
     return _summary(history, seconds, images_per_second, backup)
 
 

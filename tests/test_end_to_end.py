@@ -138,3 +138,47 @@ def test_push_then_pull_in_another_clone_restores_everything(project, tmp_path):
     assert (clone / "data" / "model" / "model.keras").exists()
     output = run(["dvc", "repro"], clone)
     assert stages_run(output) == set()
+
+
+def test_s3_remote_push_pull_with_credentials_kept_out_of_git(project, tmp_path, monkeypatch):
+    """A real S3-compatible server (moto) on 127.0.0.1: push, pull in another clone, no-op
+    repro. The project gets its keys from the environment, the clone from config.local; the
+    committed .dvc/config holds neither."""
+    pytest.importorskip("moto.server", reason="the dev extra installs moto[server]")
+    pytest.importorskip("dvc_s3", reason="the dev extra installs dvc-s3")
+    from tests.s3_server import ACCESS_KEY, SECRET_KEY, make_bucket, s3_server
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    with s3_server() as endpoint:
+        bucket = make_bucket(endpoint, "imgpipe-store")
+        url = "s3://imgpipe-store/cache"
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        run(["dvc", "remote", "add", "--local", "s3store", url], project)
+        run(["dvc", "remote", "modify", "--local", "s3store", "endpointurl", endpoint], project)
+        run(["dvc", "push", "-r", "s3store"], project)
+        stored = bucket.list_objects_v2(Bucket="imgpipe-store")
+        assert stored["KeyCount"] > 0
+
+        clone = tmp_path / "s3-clone"
+        run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        # The team's remote is committed; where it is reached and the keys stay local.
+        run(["dvc", "remote", "add", "s3store", url], clone)
+        run(["dvc", "remote", "modify", "--local", "s3store", "endpointurl", endpoint], clone)
+        run(["dvc", "remote", "modify", "--local", "s3store", "access_key_id", ACCESS_KEY], clone)
+        secret = ["dvc", "remote", "modify", "--local", "s3store", "secret_access_key"]
+        run([*secret, SECRET_KEY], clone)
+        run(["dvc", "pull", "-r", "s3store"], clone)
+    assert (clone / "data" / "model" / "model.keras").exists()
+    assert stages_run(run(["dvc", "repro"], clone)) == set()
+    for folder in (project, clone):
+        committed = (folder / ".dvc" / "config").read_text()
+        assert ACCESS_KEY not in committed and SECRET_KEY not in committed, folder
+    assert SECRET_KEY in (clone / ".dvc" / "config.local").read_text()
+    # config.local is git-ignored: only the committed remote's two lines show as changed.
+    assert run(["git", "status", "--porcelain"], clone).split() == ["M", ".dvc/config"]

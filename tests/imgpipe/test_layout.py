@@ -41,3 +41,20 @@ def test_an_experiment_copy_reads_what_only_the_original_project_holds(tmp_path,
     assert local_path("missing") == Path("missing")  # the stage then says it is missing
     monkeypatch.chdir(project)
     assert local_path("photos") == Path("photos")
+
+
+def test_dvc_root_names_the_project_of_a_copy_wherever_the_copy_lies(tmp_path, monkeypatch):
+    from imgpipe.layout import DVC_ROOT_VARIABLE, local_path, original_project
+
+    project = tmp_path / "project"
+    (project / "photos").mkdir(parents=True)  # git-ignored, so absent from the copy
+    elsewhere = tmp_path / "scratch" / "exp-copy"  # a copy DVC made outside the project
+    elsewhere.mkdir(parents=True)
+    monkeypatch.setenv(DVC_ROOT_VARIABLE, str(project))
+    assert original_project(elsewhere) == project.resolve()
+    assert original_project(project) is None  # `dvc repro` in the project itself
+    assert original_project(project / "photos") is None
+    monkeypatch.chdir(elsewhere)
+    assert local_path("photos") == project.resolve() / "photos"
+    (tmp_path / "beside").mkdir()  # a folder next to the project: ../beside
+    assert local_path("../beside") == project.resolve() / "../beside"
