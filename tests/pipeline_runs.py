@@ -17,7 +17,7 @@ SMALL = {
     "prepare": {"size": [16, 16]},
     "augment": {"per_class": 140},  # a target per class: digits has about 125 to train on
     "train": {"epochs": 3, "batch_size": 64},
-    "audit": {"folds": 2, "epochs": 2},
+    "audit": {"folds": 2, "epochs": 1},
 }
 
 

@@ -5,8 +5,6 @@ project that `dvc repro` has run and committed.
 from __future__ import annotations
 
 import json
-import re
-import time
 from pathlib import Path
 
 import pytest
@@ -39,27 +37,6 @@ def test_experiment_with_new_lr_reruns_only_the_model_stages(project):
     data = experiments[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.0001
     assert "accuracy" in data["metrics"]["reports/metrics.json"]["data"]
-
-
-def test_queued_sweep_runs_with_two_workers_and_lists_everyrun(project):
-    run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.003,0.0003"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)
-    deadline = time.monotonic() + 600
-    while True:
-        status = run(["dvc", "queue", "status"], project)
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
-    assert status.count("Success") == 2, status
-    listing = run(["dvc", "exp", "show", "--json"], project)
-    shown = json.loads(listing[listing.index("[") :])
-    lrs = {
-        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"]
-        for rev in shown
-        for exp in (rev.get("experiments") or [])
-    }
-    assert {0.003, 0.0003} <= {float(lr) for lr in lrs}
 
 
 def test_changing_an_augment_param_reruns_augment_and_downstream_only(project):

@@ -163,4 +163,4 @@ def test_readme_examples_are_valid_params():
     readme = (REPO_ROOT / "README.md").read_text()
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "download:" in b]
     sources = {parse_params(yaml.safe_load(block)).download.source for block in blocks}
-    assert sources == {"folder", "archive", "cifar10", "kaggle", "crawl"}
+    assert sources == {"folder", "archive", "cifar10", "kaggle", "crawl", "table"}

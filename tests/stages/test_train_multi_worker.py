@@ -30,7 +30,7 @@ from tests.conftest import REPO_ROOT, layout_of
 from tests.tiny_model import CLASSES, prepared_project
 
 SEED = 3
-EPOCHS = 8
+EPOCHS = 4
 # Small enough to start fast; no dropout, batch norm or random layers, which draw or
 # normalize per replica and so would differ from one replica by more than rounding.
 MODEL = [
