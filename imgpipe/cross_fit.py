@@ -38,6 +38,9 @@ class _NoRetracingNotice(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
+NO_RETRACING_NOTICE = _NoRetracingNotice()  # one instance: adding it again changes nothing
+
+
 @dataclass(frozen=True)
 class Images:
     """What the folds are cut from, and how its pixels are stored."""
@@ -132,7 +135,7 @@ def out_of_sample_probabilities(
     """
     import keras
 
-    logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
+    logging.getLogger("tensorflow").addFilter(NO_RETRACING_NOTICE)
     labels = pool["label"].map(images.class_index).to_numpy(np.int64)
     fold = assign_folds(labels, pool["group"].to_numpy(str), params.folds, seed)
     pool_probabilities = np.zeros((len(pool), len(images.classes)))

@@ -9,6 +9,7 @@ so the same images give the same bytes on every run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,14 @@ def write_manifest(directory: Path, rows: Iterable[dict[str, object]], columns: 
     path = Path(directory) / MANIFEST
     frame.to_csv(path, index=False, lineterminator="\n")
     return path
+
+
+def read_info(prepared_dir: Path | str) -> dict:
+    """``info.json`` of data/prepared: the image standard and the class names, in order."""
+    path = Path(prepared_dir) / INFO_FILE
+    if not path.exists():
+        raise MissingInputError(f"{path} is missing: run the prepare stage first")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_manifest(directory: Path | str) -> pd.DataFrame:

@@ -16,7 +16,6 @@ file sits in, or leave it out of the source), not an answer.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -26,14 +25,14 @@ import pandas as pd
 from imgpipe import atomic
 from imgpipe.cli import run_main
 from imgpipe.cross_fit import Images, out_of_sample_probabilities
-from imgpipe.errors import MissingInputError, StageError
+from imgpipe.errors import StageError
 from imgpipe.images import decode_png_array
 from imgpipe.label_issues import COLUMNS, Ranking, issue_table, rank_label_issues
 from imgpipe.layout import Layout
 from imgpipe.params import AuditParams, load_params
 from imgpipe.plots import Tile, gallery_image
 from imgpipe.quiet_tf import import_tensorflow
-from imgpipe.shards import INFO_FILE, read_images, read_manifest, read_split
+from imgpipe.shards import read_images, read_info, read_manifest, read_split
 
 log = logging.getLogger("imgpipe.audit")
 
@@ -44,10 +43,7 @@ DIGITS = 6
 
 
 def read_images_info(layout: Layout) -> Images:
-    info_file = layout.prepared / INFO_FILE
-    if not info_file.exists():
-        raise MissingInputError(f"{info_file} is missing: run the prepare stage first")
-    info = json.loads(info_file.read_text(encoding="utf-8"))
+    info = read_info(layout.prepared)
     return Images(layout.prepared, info["classes"], info["standard"])
 
 

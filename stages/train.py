@@ -10,7 +10,6 @@ once the model is written.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -23,7 +22,7 @@ from imgpipe import atomic, distribute
 from imgpipe.backbones import NO_WEIGHTS
 from imgpipe.cli import run_main
 from imgpipe.determinism import make_deterministic
-from imgpipe.errors import MissingInputError, StageError
+from imgpipe.errors import StageError
 from imgpipe.fine_tune import (
     FROZEN,
     UNFROZEN,
@@ -41,7 +40,7 @@ from imgpipe.model_file import save_model
 from imgpipe.params import TrainParams, load_params
 from imgpipe.plots import curves_image
 from imgpipe.quiet_tf import import_tensorflow
-from imgpipe.shards import INFO_FILE, MANIFEST, read_manifest, split_rows
+from imgpipe.shards import INFO_FILE, MANIFEST, read_info, read_manifest, split_rows
 from imgpipe.trained import CLASSES_FILE, MODEL_FILE, STANDARD_FILE
 from imgpipe.warm_start import file_digest, warm_start
 
@@ -165,9 +164,7 @@ def read_inputs(layout: Layout) -> Inputs:
 
     prepared_dir, split_dir, augmented_dir = layout.prepared, layout.split, layout.augmented
     info_file = prepared_dir / INFO_FILE
-    if not info_file.exists():
-        raise MissingInputError(f"{info_file} is missing: run the prepare stage first")
-    info = json.loads(info_file.read_text(encoding="utf-8"))
+    info = read_info(prepared_dir)
     classes = info["classes"]
     prepared = read_manifest(prepared_dir)
     augmented = read_manifest(augmented_dir)
